@@ -1,0 +1,2 @@
+//! The in-guest agent (see its crate description).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Jobs and tasks as the API shows them: specs, states, verdicts.

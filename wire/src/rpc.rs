@@ -1,0 +1,1 @@
+//! The JSON-RPC API trait shared by the master and its clients.
