@@ -1,0 +1,1 @@
+//! Host checks for `pyti doctor`: libguestfs appliance, nbdkit.

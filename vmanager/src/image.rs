@@ -1,0 +1,1 @@
+//! Guest images built from distribution packages (see the crate overview).
