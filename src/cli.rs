@@ -1,0 +1,310 @@
+//! The command-line interface: every subcommand, its options and its help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// pyti tests Python packages in disposable virtual machines.
+///
+/// A master turns each submitted job (a PyPI `name==version`, a local sdist/wheel, or a URL) into
+/// one task per recipe and queues it durably; slaves run each task in a throw-away VM (libvirt +
+/// QEMU), inject the package and its dependencies through a separate I/O disk (libguestfs), and
+/// report per-step raw data (exit codes, bounded output, times, memory) back to the master.
+/// Recipes (`recipes/*.toml`) say which guest to build and which steps to run.
+#[derive(Debug, Parser)]
+#[command(name = "pyti", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); PYTI_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one job end to end on this machine: master and slave in one process.
+    ///
+    /// Starts an embedded master (SQLite in the user's data directory) and a slave, builds the
+    /// guest image if needed, runs the package against the recipe and prints a results table.
+    /// Exit code: 0 all tasks passed, 1 any task failed, 2 infrastructure error.
+    Run(RunArgs),
+    /// Serve the master: the job queue and the JSON-RPC API (HTTP + WebSocket), or manage tokens.
+    Master(MasterArgs),
+    /// Serve a slave: claim tasks from a master and run them in VM slots.
+    Slave(SlaveArgs),
+    /// Submit a job to a master.
+    Submit(SubmitArgs),
+    /// Show jobs on a master (all recent ones, or one job and its tasks).
+    Status(StatusArgs),
+    /// Show the results of a job: per task and per step.
+    Results(ResultsArgs),
+    /// Cancel a job: queued tasks are cancelled, running ones are stopped by their slave.
+    Cancel(CancelArgs),
+    /// List, validate and show recipe files.
+    #[command(subcommand)]
+    Recipes(RecipesCommand),
+    /// Build guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check this host: libvirt, virtlogd, QEMU, KVM or TCG, libguestfs, nbdkit, disk space.
+    ///
+    /// Prints a table with what to do for each failed check; exits 1 if any check failed.
+    Doctor(DoctorArgs),
+}
+
+impl Command {
+    /// Long-running services log at info level by default; one-shot commands stay quiet.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Command::Master(m) if m.command.is_none())
+            || matches!(self, Command::Slave(_))
+    }
+}
+
+/// Where recipes are looked up by name.
+#[derive(Debug, Args, Clone)]
+pub struct RecipeDirArg {
+    /// Directory of recipe files (`NAME.toml`).
+    #[arg(long, env = "PYTI_RECIPES_DIR", default_value = "recipes")]
+    pub recipes_dir: PathBuf,
+}
+
+/// Which libvirt to drive.
+#[derive(Debug, Args, Clone)]
+pub struct LibvirtArg {
+    /// libvirt connection URI (e.g. qemu:///system, or qemu:///embed?root=DIR for a private,
+    /// daemon-less QEMU driver).
+    #[arg(long, env = "PYTI_LIBVIRT_URI", default_value = "qemu:///system")]
+    pub libvirt_uri: String,
+}
+
+/// How a slot restores a clean guest between tasks.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SlotMode {
+    /// Boot once, snapshot the running guest after `prepare`, revert into it per task (fast).
+    Warm,
+    /// Boot a clean, shut-off disk for every task (slower, no memory state carried over).
+    Cold,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The package: `name==version` from PyPI, a local sdist/wheel path, or an http(s) URL.
+    pub package: String,
+    /// Recipe name (in --recipes-dir) or path to a recipe file; defaults to the host's
+    /// distribution (`debian-12` here).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    #[command(flatten)]
+    pub recipes: RecipeDirArg,
+    #[command(flatten)]
+    pub libvirt: LibvirtArg,
+    /// How slots restore a clean guest between tasks.
+    #[arg(long, value_enum, default_value = "warm")]
+    pub mode: SlotMode,
+    /// Print the machine-readable result (JSON) on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct MasterArgs {
+    #[command(subcommand)]
+    pub command: Option<MasterCommand>,
+    #[command(flatten)]
+    pub serve: MasterServeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MasterServeArgs {
+    /// Address to serve the JSON-RPC API (HTTP + WebSocket), /health and /metrics on.
+    #[arg(long, env = "PYTI_LISTEN", default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    /// Database: a SQLite file path / `sqlite://` URL (default: pyti.db in the user's data
+    /// directory), or a `postgres://` URL to share the queue between several masters.
+    #[arg(long, env = "PYTI_DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub recipes: RecipeDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterCommand {
+    /// Manage API tokens (stored hashed in the master's database).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once (it cannot be shown again).
+    Add {
+        /// A name to recognise the token by (e.g. the slave's host name).
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// The master's database (as for `pyti master`).
+        #[arg(long, env = "PYTI_DATABASE")]
+        database: Option<String>,
+    },
+    /// List tokens (names, roles, creation times; never the secrets).
+    List {
+        #[arg(long, env = "PYTI_DATABASE")]
+        database: Option<String>,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        name: String,
+        #[arg(long, env = "PYTI_DATABASE")]
+        database: Option<String>,
+    },
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TokenRole {
+    /// Register, claim tasks and report results.
+    Slave,
+    /// Submit and cancel jobs (and read).
+    Submitter,
+    /// Read jobs, results and events.
+    Reader,
+    /// Everything, including token management over the API.
+    Admin,
+}
+
+/// How to reach a master.
+#[derive(Debug, Args, Clone)]
+pub struct MasterConnection {
+    /// The master's URL (http://HOST:PORT).
+    #[arg(long, env = "PYTI_MASTER", default_value = "http://127.0.0.1:7420")]
+    pub master: String,
+    /// Bearer token (from `pyti master token add`).
+    #[arg(long, env = "PYTI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlaveArgs {
+    #[command(flatten)]
+    pub connection: MasterConnection,
+    /// VM slots run concurrently (default: one per two host cores, at least one).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// A name for this slave (default: the host name); VM domains are named pyti-NAME-SLOT.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub recipes: RecipeDirArg,
+    #[command(flatten)]
+    pub libvirt: LibvirtArg,
+    /// How slots restore a clean guest between tasks.
+    #[arg(long, value_enum, default_value = "warm")]
+    pub mode: SlotMode,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The package: `name==version`, a local sdist/wheel path, or an http(s) URL.
+    pub package: String,
+    /// Recipes to run it against (repeat or comma-separate).
+    #[arg(long = "recipe", required = true, value_delimiter = ',')]
+    pub recipes: Vec<String>,
+    /// 1 (lowest) to 10 (highest).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub priority: u8,
+    /// A label saying why the job was submitted (e.g. "nightly", "release 2.0").
+    #[arg(long)]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub connection: MasterConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A job id; without it, the most recent jobs.
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub connection: MasterConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// The job id.
+    pub job: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: MasterConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job id.
+    pub job: String,
+    #[command(flatten)]
+    pub connection: MasterConnection,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipesCommand {
+    /// List the recipes in the recipes directory.
+    List {
+        #[command(flatten)]
+        recipes: RecipeDirArg,
+    },
+    /// Validate recipe files; every mistake is printed as `file:line:col: message`.
+    ///
+    /// Exits 1 if any file has a mistake.
+    Check {
+        /// Recipe files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show one recipe: guest, VM resources, interpreter and steps.
+    Show {
+        /// A recipe name (in --recipes-dir) or a path to a recipe file.
+        recipe: String,
+        #[command(flatten)]
+        recipes: RecipeDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build (or find in the cache) the guest image for a recipe, from distribution packages only.
+    ///
+    /// The image (kernel, initrd, qcow2 system disk with the agent baked in) is cached per user,
+    /// keyed by the recipe's guest and prepare sections and the agent binary: a rebuild with
+    /// nothing changed is a cache hit.
+    Build {
+        /// A recipe name (in --recipes-dir) or a path to a recipe file.
+        recipe: String,
+        #[command(flatten)]
+        recipes: RecipeDirArg,
+        /// The in-guest agent binary (default: `pyti-agent` beside this executable).
+        #[arg(long, env = "PYTI_AGENT")]
+        agent: Option<PathBuf>,
+        /// Image cache directory (default: $XDG_CACHE_HOME/pyti/images).
+        #[arg(long, env = "PYTI_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub libvirt: LibvirtArg,
+    /// Skip launching a libguestfs appliance (the slowest check, ~10 s under TCG).
+    #[arg(long)]
+    pub skip_appliance: bool,
+}
