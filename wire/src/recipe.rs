@@ -29,8 +29,13 @@
 //! fails_task = true         # default
 //! ```
 //!
+//! Optional: `guest.packages` (default none), `vm.accel` (default `auto`), `[[prepare]]` (default
+//! none) and `fails_task` (default `true`); every other key above is required, and no other key is
+//! allowed. Commands write literal braces (shell `${x}`, Python sets) as `{{` and `}}`.
+//!
 //! [`Recipe::parse`] validates everything and reports each mistake as a [`RecipeDiagnostic`]
-//! (`file:line:col: message`), several per file when several things are wrong.
+//! (`file:line:col: message`), several per file when several things are wrong. Bounds come from
+//! [`crate::limits`].
 
 use crate::template::Template;
 use serde::{Deserialize, Serialize};
@@ -173,7 +178,11 @@ mod shipped_recipes {
         assert_eq!(recipe.name, "debian-12");
         assert_eq!(recipe.vm.accel, Accel::Auto);
         assert_eq!(
-            recipe.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            recipe
+                .steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
             ["install", "import", "test"]
         );
     }

@@ -245,7 +245,9 @@ mod tests {
     fn reports_every_mistake_with_offsets() {
         let errors = Template::parse("a {nope} b } c {").unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(matches!(&errors[0], TemplateError::UnknownPlaceholder { name, offset: 2, .. } if name == "nope"));
+        assert!(
+            matches!(&errors[0], TemplateError::UnknownPlaceholder { name, offset: 2, .. } if name == "nope")
+        );
         assert_eq!(errors[1], TemplateError::StrayClose { offset: 11 });
         assert_eq!(errors[2], TemplateError::Unclosed { offset: 15 });
     }
