@@ -39,13 +39,25 @@ fn every_subcommand_has_real_help() {
         let out = pyti(&args);
         assert!(out.status.success(), "{args:?}: {out:?}");
         let text = stdout(&out);
-        assert!(text.contains("Usage: pyti"), "{args:?} help lacks usage:\n{text}");
+        assert!(
+            text.contains("Usage: pyti"),
+            "{args:?} help lacks usage:\n{text}"
+        );
         // The first line of a subcommand's help is its own description, not the top-level one.
-        assert!(!text.starts_with("pyti tests Python packages"), "{args:?}:\n{text}");
+        assert!(
+            !text.starts_with("pyti tests Python packages"),
+            "{args:?}:\n{text}"
+        );
     }
     let top = stdout(&pyti(&["--help"]));
-    for sub in ["run", "master", "slave", "submit", "status", "results", "cancel", "recipes", "image", "doctor"] {
-        assert!(top.contains(&format!("  {sub} ")), "top-level help lacks {sub}:\n{top}");
+    for sub in [
+        "run", "master", "slave", "submit", "status", "results", "cancel", "recipes", "image",
+        "doctor",
+    ] {
+        assert!(
+            top.contains(&format!("  {sub} ")),
+            "top-level help lacks {sub}:\n{top}"
+        );
     }
 }
 
@@ -60,9 +72,11 @@ fn shipped_recipes_pass_the_check() {
 fn a_malformed_recipe_is_reported_with_positions_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/debian-12.toml");
-    let text = std::fs::read_to_string(good)
-        .unwrap()
-        .replacen("memory_mib = 1024", "memory_mib = \"lots\"", 1);
+    let text = std::fs::read_to_string(good).unwrap().replacen(
+        "memory_mib = 1024",
+        "memory_mib = \"lots\"",
+        1,
+    );
     let bad = dir.path().join("broken.toml");
     std::fs::write(&bad, text).unwrap();
     let line = std::fs::read_to_string(&bad)
@@ -72,7 +86,12 @@ fn a_malformed_recipe_is_reported_with_positions_and_exit_1() {
         .unwrap()
         + 1;
 
-    let out = pyti(&["recipes", "check", bad.to_str().unwrap(), "recipes/debian-12.toml"]);
+    let out = pyti(&[
+        "recipes",
+        "check",
+        bad.to_str().unwrap(),
+        "recipes/debian-12.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = stdout(&out);
     let expected = format!("{}:{line}:", bad.display());
@@ -86,7 +105,10 @@ fn unknown_recipe_name_lists_the_known_ones() {
     let out = pyti(&["recipes", "show", "plan9"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no recipe `plan9`") && err.contains("debian-12"), "{err}");
+    assert!(
+        err.contains("no recipe `plan9`") && err.contains("debian-12"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,11 +1,16 @@
 //! One module per family of subcommands; each turns parsed arguments into library calls.
 
+mod client;
 mod doctor;
 mod image;
+mod master;
+mod package_arg;
 mod recipes;
+mod report;
+mod run;
+mod slave;
 
-use crate::cli::{Cli, Command, MasterArgs};
-use anyhow::bail;
+use crate::cli::{Cli, Command};
 use std::process::ExitCode;
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -14,18 +19,34 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recipes(command) => recipes::run(command),
         Command::Doctor(args) => doctor::run(args),
         Command::Image(command) => image::run(command),
-        Command::Run(_) => not_landed("pyti run", 8),
-        Command::Master(MasterArgs { .. }) => not_landed("pyti master", 6),
-        Command::Slave(_) => not_landed("pyti slave", 7),
-        Command::Submit(_) | Command::Status(_) | Command::Results(_) | Command::Cancel(_) => {
-            not_landed("the master client commands", 8)
-        }
+        Command::Run(args) => run::run(args),
+        Command::Master(args) => master::run(args),
+        Command::Slave(args) => slave::run(args),
+        Command::Submit(args) => client::submit(args),
+        Command::Status(args) => client::status(args),
+        Command::Results(args) => client::results(args),
+        Command::Cancel(args) => client::cancel(args),
     }
 }
 
-/// Refuses a command whose implementation has not landed, saying so instead of pretending.
-fn not_landed(what: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    bail!(
-        "{what} is not implemented in this build yet (tracked in issue {issue}); nothing was done"
-    )
+/// Formats Unix milliseconds as local-free UTC time for tables.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: daemons stop cleanly on either.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -57,7 +57,7 @@ pub fn load(name_or_path: &str, dir: &RecipeDirArg) -> anyhow::Result<Recipe> {
     })
 }
 
-fn recipe_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn recipe_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| {
             format!(

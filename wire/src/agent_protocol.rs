@@ -28,14 +28,20 @@ pub enum AgentMessage {
     /// `result.json` for `task_id` is on the I/O disk, fsynced, and the disk is unmounted.
     Done { task_id: String },
     /// The agent could not run the task (no task.json, bad schema…); nothing to extract.
-    Failed { task_id: Option<String>, detail: String },
+    Failed {
+        task_id: Option<String>,
+        detail: String,
+    },
 }
 
 impl AgentMessage {
     /// Parses one line from the channel, refusing lines over the protocol bound.
     pub fn parse_line(line: &str) -> Result<AgentMessage, String> {
         if line.len() > crate::limits::MAX_AGENT_MESSAGE_BYTES {
-            return Err(format!("agent message of {} bytes exceeds the limit", line.len()));
+            return Err(format!(
+                "agent message of {} bytes exceeds the limit",
+                line.len()
+            ));
         }
         serde_json::from_str(line.trim()).map_err(|e| format!("bad agent message: {e}"))
     }

@@ -33,3 +33,26 @@ pub struct GuestStep {
     /// A failure of this step skips the remaining steps (they are reported as skipped).
     pub fails_task: bool,
 }
+
+/// Where the image builder bakes the recipe's [`PreparePlan`] into the guest.
+pub const PREPARE_PLAN_PATH: &str = "/etc/pyti/prepare.json";
+/// The `prepare.json` schema version this build writes and accepts.
+pub const PREPARE_PLAN_SCHEMA: u32 = 1;
+/// Uid and gid of the unprivileged `pyti` user every step runs as inside the guest.
+pub const GUEST_STEP_UID: u32 = 1000;
+
+/// The recipe's `prepare` steps, expanded at image build time and run by the agent at boot
+/// (once per system disk: a marker keeps a re-boot of a prepared disk from running them again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreparePlan {
+    pub schema: u32,
+    /// The image's cache key; the agent's "prepared" marker records it.
+    pub image_key: String,
+    /// The distribution's interpreter, whose `--version` goes into every result.
+    pub interpreter: String,
+    /// Directories the agent creates and gives to the step user before the steps run
+    /// (the venv's parent, the step user's home).
+    pub writable_dirs: Vec<String>,
+    pub steps: Vec<GuestStep>,
+}

@@ -20,3 +20,6 @@ pub const PACKAGE_DIR: &str = "package";
 pub const WHEELHOUSE_DIR: &str = "wheelhouse";
 /// Directory the agent may fill with artifacts a step declares (bounded on extraction).
 pub const ARTIFACTS_DIR: &str = "artifacts";
+/// The scratch directory (`{workdir}`) the agent creates empty for each task, owned by the step
+/// user; steps start there.
+pub const GUEST_WORKDIR: &str = "/home/pyti/work";

@@ -17,9 +17,12 @@
 //! - [`io_layout`]: names on the I/O disk (label, file and directory names) shared by the
 //!   diskhandler, the slave and the agent.
 //! - [`limits`]: every size and time bound, in one place, with the reason for each number.
+//! - [`client`] (feature `rpc`): JSON-RPC clients for a master, with the bearer token set.
 //! - [`job`] and [`rpc`] (feature `rpc`): jobs, tasks and the JSON-RPC API trait; its
 //!   `#[rpc(server, client)]` definition generates both the master's server and all clients.
 pub mod agent_protocol;
+#[cfg(feature = "rpc")]
+pub mod client;
 pub mod guest_task;
 pub mod io_layout;
 pub mod job;

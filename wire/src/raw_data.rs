@@ -100,7 +100,10 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> RawDataError {
 
 fn check_str(name: &str, value: &str, max: usize) -> Result<(), RawDataError> {
     if value.len() > max {
-        return Err(field(name, format!("{} bytes, at most {max} allowed", value.len())));
+        return Err(field(
+            name,
+            format!("{} bytes, at most {max} allowed", value.len()),
+        ));
     }
     Ok(())
 }
@@ -108,7 +111,10 @@ fn check_str(name: &str, value: &str, max: usize) -> Result<(), RawDataError> {
 fn check_secs(name: &str, value: f64) -> Result<(), RawDataError> {
     // A year of CPU or wall time is far beyond any step timeout; it bounds nonsense values.
     if !value.is_finite() || !(0.0..=31_536_000.0).contains(&value) {
-        return Err(field(name, format!("{value} is not a plausible number of seconds")));
+        return Err(field(
+            name,
+            format!("{value} is not a plausible number of seconds"),
+        ));
     }
     Ok(())
 }
@@ -131,7 +137,14 @@ impl RawResult {
         check_secs("uptime_start_secs", self.uptime_start_secs)?;
         check_secs("uptime_end_secs", self.uptime_end_secs)?;
         if self.steps.len() > 2 * limits::MAX_STEPS {
-            return Err(field("steps", format!("{} steps, at most {}", self.steps.len(), 2 * limits::MAX_STEPS)));
+            return Err(field(
+                "steps",
+                format!(
+                    "{} steps, at most {}",
+                    self.steps.len(),
+                    2 * limits::MAX_STEPS
+                ),
+            ));
         }
         let cap = output_limit.min(limits::MAX_STEP_OUTPUT_BYTES);
         for (i, step) in self.steps.iter().enumerate() {

@@ -1,0 +1,358 @@
+//! Queue benchmark: N queued tasks, then claim latency (median, p99) with concurrent claimers,
+//! submit throughput and the process's RSS, on SQLite and PostgreSQL. Prints a table.
+//!
+//! ```text
+//! cargo bench -p pyti-master --bench queue
+//! PYTI_BENCH_TASKS=100000 PYTI_BENCH_DB=sqlite cargo bench -p pyti-master --bench queue
+//! ```
+//!
+//! Environment: `PYTI_BENCH_TASKS` (queued tasks, default 1,000,000), `PYTI_BENCH_CLAIMERS`
+//! (default 50), `PYTI_BENCH_CLAIMS` (claims measured, default 20,000), `PYTI_BENCH_DB`
+//! (`sqlite`, `postgres` or both, comma-separated; default both), `PYTI_BENCH_PG_TASKS` (queued
+//! tasks on PostgreSQL, default the same as SQLite), `PYTI_TEST_POSTGRES_URL`.
+//!
+//! Targets (issue 6): claim median <= 2 ms, p99 <= 20 ms, RSS <= 300 MB.
+
+use pyti_master::job_spec::{self, NewJob};
+use pyti_master::recipes::RecipeCatalog;
+use pyti_master::store::{Store, StoreOptions};
+use pyti_master::Clock;
+use pyti_wire::job::{JobSpec, PackageSpec, SlaveRegistration};
+use pyti_wire::recipe::Recipe;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Jobs per bulk-load transaction.
+const BULK_BATCH: usize = 5_000;
+/// Single submissions timed (one transaction each).
+const SINGLE_SUBMITS: usize = 2_000;
+/// Submitters the load is spread over (fair share has lanes to choose from).
+const SUBMITTERS: usize = 20;
+/// In the paced phase, how long a slave works between claims (50 slaves: ~1,000 claims/s
+/// offered, far above what 50 real VM slaves ask for).
+const PACED_WORK: Duration = Duration::from_millis(50);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn recipes() -> Arc<RecipeCatalog> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/debian-12.toml");
+    let debian = Recipe::load(&path).expect("shipped recipe");
+    let mut other = debian.clone();
+    other.name = "other-distro".into();
+    Arc::new(RecipeCatalog::from_recipes([debian, other]))
+}
+
+fn spec(i: usize) -> JobSpec {
+    JobSpec {
+        package: PackageSpec::Pypi {
+            name: format!("pkg{}", i % 5000),
+            version: format!("1.{i}"),
+        },
+        recipes: vec![if i.is_multiple_of(2) {
+            "debian-12"
+        } else {
+            "other-distro"
+        }
+        .to_string()],
+        submitter: None,
+        priority: (i % 3 + 4) as u8,
+        trigger: "bench".into(),
+    }
+}
+
+struct Row {
+    db: &'static str,
+    queued: usize,
+    bulk_tasks_per_sec: f64,
+    single_submits_per_sec: f64,
+    mode: &'static str,
+    claims: usize,
+    claims_per_sec: f64,
+    median_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+async fn run(
+    db: &'static str,
+    url: &str,
+    tasks: usize,
+    claimers: usize,
+    claims: usize,
+) -> Vec<Row> {
+    let catalog = recipes();
+    let options = StoreOptions {
+        lease_secs: 3600,
+        max_attempts: 3,
+        connections: 16,
+        clock: Clock::System,
+        recipes: catalog.clone(),
+    };
+    let store = Arc::new(Store::open(url, options).await.expect("open store"));
+
+    // Bulk load: N tasks in transactions of BULK_BATCH jobs.
+    let started = Instant::now();
+    let mut done = 0;
+    while done < tasks {
+        let n = BULK_BATCH.min(tasks - done);
+        let jobs: Vec<NewJob> = (done..done + n)
+            .map(|i| {
+                job_spec::validate(
+                    &spec(i),
+                    &format!("user{}", i % SUBMITTERS),
+                    false,
+                    &catalog,
+                )
+                .expect("valid")
+            })
+            .collect();
+        store.submit_validated(&jobs).await.expect("bulk submit");
+        done += n;
+        if done % 100_000 == 0 {
+            eprintln!(
+                "  {db}: {done} tasks queued ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let bulk_tasks_per_sec = tasks as f64 / started.elapsed().as_secs_f64();
+
+    // Single submissions, one transaction each, from 4 concurrent submitters.
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= SINGLE_SUBMITS {
+                    break;
+                }
+                store
+                    .submit(&spec(tasks + i), "single", false)
+                    .await
+                    .expect("submit");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("submitter");
+    }
+    let single_submits_per_sec = SINGLE_SUBMITS as f64 / started.elapsed().as_secs_f64();
+
+    // Claims: `claimers` slaves claiming in a closed loop until `claims` tasks are taken.
+    for c in 0..claimers {
+        store
+            .register(&SlaveRegistration {
+                name: format!("bench-slave-{c}"),
+                recipes: vec!["debian-12".into(), "other-distro".into()],
+                slots: 1000,
+            })
+            .await
+            .expect("register");
+    }
+    let saturated = claim_phase(&store, claimers, claims, None).await;
+    let paced = claim_phase(&store, claimers, claims / 4, Some(PACED_WORK)).await;
+    store.close().await;
+    let mut rows = Vec::new();
+    for (mode, (n, per_sec, median_ms, p99_ms, max_ms)) in
+        [("closed loop", saturated), ("paced", paced)]
+    {
+        rows.push(Row {
+            db,
+            queued: tasks,
+            bulk_tasks_per_sec,
+            single_submits_per_sec,
+            mode,
+            claims: n,
+            claims_per_sec: per_sec,
+            median_ms,
+            p99_ms,
+            max_ms,
+        });
+    }
+    rows
+}
+
+/// Claims `claims` tasks with `claimers` concurrent slaves; with `work`, each slave "runs" its
+/// task for that long before claiming again (slaves run VMs between claims), otherwise it claims
+/// again at once (saturation). Returns (claims, claims/s, median ms, p99 ms, max ms).
+async fn claim_phase(
+    store: &Arc<Store>,
+    claimers: usize,
+    claims: usize,
+    work: Option<Duration>,
+) -> (usize, f64, f64, f64, f64) {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..claimers {
+        let store = store.clone();
+        let taken = taken.clone();
+        handles.push(tokio::spawn(async move {
+            let name = format!("bench-slave-{c}");
+            let mut latencies = Vec::new();
+            while taken.fetch_add(1, Ordering::Relaxed) < claims {
+                let t = Instant::now();
+                match store.try_claim(&name).await {
+                    Ok(Some(_)) => latencies.push(t.elapsed()),
+                    Ok(None) => break,
+                    Err(e) => panic!("claim failed: {e}"),
+                }
+                if let Some(work) = work {
+                    // Spread the slaves out: each works for 50–150% of `work`.
+                    let jitter = 0.5 + (c as f64 * 0.618).fract();
+                    tokio::time::sleep(work.mul_f64(jitter)).await;
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    for h in handles {
+        latencies.extend(h.await.expect("claimer"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    (
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pick(0.5),
+        pick(0.99),
+        latencies
+            .last()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN),
+    )
+}
+
+async fn postgres_schema(base: &str) -> (String, String) {
+    let schema = format!("pyti_bench_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(base)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .expect("create schema");
+    pool.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_schema(base: &str, schema: &str) {
+    if let Ok(pool) = sqlx::PgPool::connect(base).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}
+
+fn main() {
+    let tasks = env_usize("PYTI_BENCH_TASKS", 1_000_000);
+    let pg_tasks = env_usize("PYTI_BENCH_PG_TASKS", tasks);
+    let claimers = env_usize("PYTI_BENCH_CLAIMERS", 50);
+    let claims = env_usize("PYTI_BENCH_CLAIMS", 20_000);
+    let dbs = std::env::var("PYTI_BENCH_DB").unwrap_or_else(|_| "sqlite,postgres".into());
+    let pg_base = std::env::var("PYTI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://pyti:pyti@127.0.0.1:5432/pyti_test".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rss_before = rss_kib("VmRSS:");
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        if dbs.contains("sqlite") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = dir.path().join("bench.sqlite").display().to_string();
+            eprintln!("sqlite: queueing {tasks} tasks in {url}");
+            for row in run("sqlite", &url, tasks, claimers, claims).await {
+                rows.push((row, rss_kib("VmHWM:")));
+            }
+        }
+        if dbs.contains("postgres") {
+            let (url, schema) = postgres_schema(&pg_base).await;
+            eprintln!("postgres: queueing {pg_tasks} tasks in schema {schema}");
+            for row in run("postgres", &url, pg_tasks, claimers, claims).await {
+                rows.push((row, rss_kib("VmHWM:")));
+            }
+            drop_schema(&pg_base, &schema).await;
+        }
+    });
+    println!();
+    println!("pyti master queue benchmark: {claimers} concurrent claimers; closed loop = claim again at once,");
+    println!(
+        "paced = each slave works {} ms (50-150%) between claims",
+        PACED_WORK.as_millis()
+    );
+    println!(
+        "{:<9} {:>9} {:>12} {:>9} {:<11} {:>7} {:>9} {:>9} {:>8} {:>8} {:>11}",
+        "database",
+        "queued",
+        "bulk task/s",
+        "submit/s",
+        "claim mode",
+        "claims",
+        "claims/s",
+        "median ms",
+        "p99 ms",
+        "max ms",
+        "peak RSS MB"
+    );
+    for (r, hwm) in &rows {
+        println!(
+            "{:<9} {:>9} {:>12.0} {:>9.0} {:<11} {:>7} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>11.1}",
+            r.db,
+            r.queued,
+            r.bulk_tasks_per_sec,
+            r.single_submits_per_sec,
+            r.mode,
+            r.claims,
+            r.claims_per_sec,
+            r.median_ms,
+            r.p99_ms,
+            r.max_ms,
+            *hwm as f64 / 1024.0
+        );
+    }
+    println!(
+        "targets: claim median <= 2 ms, p99 <= 20 ms, RSS <= 300 MB (RSS at start {:.1} MB; peak is cumulative over the rows)",
+        rss_before as f64 / 1024.0
+    );
+}

@@ -1,0 +1,339 @@
+//! Handing tasks to slaves: registration, claims under leases, heartbeats, expiry.
+
+use super::jobs;
+use super::transition::{self, AttemptEnd, BatchLease, LaneServed};
+use super::{Db, Pools, POSTGRES};
+use crate::backend::rows::{Claimed, TaskRow};
+use crate::error::MasterError;
+use crate::state;
+use crate::store::Change;
+use pyti_wire::job::AttemptOutcome;
+use std::collections::HashMap;
+
+/// Leases examined per sweep (the rest wait for the next sweep; bounds one transaction).
+const EXPIRY_BATCH: i64 = 500;
+
+/// Records (or updates) a slave's recipes and slots.
+pub(crate) async fn register(
+    p: Pools<'_>,
+    name: &str,
+    recipes_json: &str,
+    slots: i64,
+    now: i64,
+) -> Result<(), MasterError> {
+    write_tx!(p, |tx| {
+        sqlx::query(
+            "INSERT INTO slaves (name, recipes, slots, registered_ms, last_heartbeat_ms) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET recipes = $2, slots = $3, \
+         registered_ms = $4, last_heartbeat_ms = $4",
+        )
+        .bind(name)
+        .bind(recipes_json)
+        .bind(slots)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    })
+}
+
+/// A registered slave's recipes (JSON) and slots.
+pub(crate) async fn slave(p: Pools<'_>, name: &str) -> Result<Option<(String, i64)>, MasterError> {
+    Ok(
+        sqlx::query_as("SELECT recipes, slots FROM slaves WHERE name = $1")
+            .bind(name)
+            .fetch_optional(p.read)
+            .await?,
+    )
+}
+
+/// One slave's request in a claim batch.
+pub(crate) struct ClaimWant<'a> {
+    pub slave: &'a str,
+    pub recipes: &'a [String],
+    pub slots: i64,
+    pub lease_id: &'a str,
+}
+
+/// Rounds of picking per batch: a lane that turns out emptier than its count (rows locked by
+/// another master) is dropped and its claimers try the next lane.
+const PICK_ROUNDS: usize = 3;
+
+struct Lane {
+    recipe: String,
+    priority: i64,
+    submitter: String,
+    remaining: i64,
+    last_served: i64,
+    taken: i64,
+    /// Highest task id this batch took from the lane: a later round must not pick it again
+    /// (our own row locks do not hide rows from us).
+    after_id: i64,
+}
+
+/// Takes tasks for a batch of claims in one transaction. For each claim, in order: among lanes
+/// of the slave's recipes, highest priority first, then the lane served longest ago (fair
+/// share); within a lane, oldest task first. `None` for a claim when nothing is queued for its
+/// recipes or its slave already holds `slots` leases.
+pub(crate) async fn claim_batch(
+    p: Pools<'_>,
+    wants: &[ClaimWant<'_>],
+    lease_ms: i64,
+    now: i64,
+) -> Result<Vec<Option<Claimed>>, MasterError> {
+    write_tx!(p, |tx| {
+        let mut held: HashMap<String, i64> = HashMap::new();
+        {
+            let mut q = sqlx::QueryBuilder::<Db>::new(
+            "SELECT lease_slave, COUNT(*) FROM tasks WHERE state IN ('leased', 'running') AND lease_slave IN (",
+        );
+            let mut names = q.separated(", ");
+            for w in wants {
+                names.push_bind(w.slave.to_string());
+            }
+            q.push(") GROUP BY lease_slave");
+            let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+            held.extend(rows);
+        }
+        let mut lanes: Vec<Lane> = sqlx::query_as::<_, (String, i64, String, i64, i64)>(
+            "SELECT recipe, priority, submitter, queued, last_served FROM lanes WHERE queued > 0 \
+         ORDER BY priority DESC, last_served ASC",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(recipe, priority, submitter, queued, last_served)| Lane {
+            recipe,
+            priority,
+            submitter,
+            remaining: queued,
+            last_served,
+            taken: 0,
+            after_id: 0,
+        })
+        .collect();
+        let mut serial: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(last_served), 0) FROM lanes")
+            .fetch_one(&mut *tx)
+            .await?;
+
+        let mut pending: Vec<usize> = Vec::new();
+        for (i, w) in wants.iter().enumerate() {
+            let h = held.entry(w.slave.to_string()).or_insert(0);
+            if *h < w.slots {
+                *h += 1;
+                pending.push(i);
+            }
+        }
+        let mut picked: Vec<Option<TaskRow>> = vec![None; wants.len()];
+        for _ in 0..PICK_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            // Assign each pending claim to a lane, serving lanes round-robin within a priority.
+            let mut by_lane: HashMap<usize, Vec<usize>> = HashMap::new();
+            let mut order: Vec<usize> = (0..lanes.len()).collect();
+            for &w in &pending {
+                let Some(pos) = order.iter().position(|&l| {
+                    lanes[l].remaining > 0 && wants[w].recipes.iter().any(|r| *r == lanes[l].recipe)
+                }) else {
+                    continue;
+                };
+                let l = order.remove(pos);
+                lanes[l].remaining -= 1;
+                serial += 1;
+                lanes[l].last_served = serial;
+                by_lane.entry(l).or_default().push(w);
+                // Back of its priority group: served most recently.
+                let back = order
+                    .iter()
+                    .position(|&o| lanes[o].priority < lanes[l].priority)
+                    .unwrap_or(order.len());
+                order.insert(back, l);
+            }
+            let mut retry = Vec::new();
+            let mut lane_ids: Vec<usize> = by_lane.keys().copied().collect();
+            lane_ids.sort_unstable();
+            let mut rows_by_lane: HashMap<(String, i64, String), Vec<TaskRow>> = HashMap::new();
+            if !lane_ids.is_empty() {
+                // One query for every lane: the oldest `k` queued tasks of each.
+                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
+                    "SELECT ",
+                    task_columns!(),
+                    " FROM tasks WHERE id IN ("
+                ));
+                for (n, &l) in lane_ids.iter().enumerate() {
+                    if n > 0 {
+                        q.push(" UNION ALL ");
+                    }
+                    q.push(
+                        "SELECT id FROM (SELECT id FROM tasks WHERE state = 'queued' AND recipe = ",
+                    )
+                    .push_bind(lanes[l].recipe.clone())
+                    .push(" AND priority = ")
+                    .push_bind(lanes[l].priority)
+                    .push(" AND submitter = ")
+                    .push_bind(lanes[l].submitter.clone())
+                    .push(" AND id > ")
+                    .push_bind(lanes[l].after_id)
+                    .push(" ORDER BY id LIMIT ")
+                    .push_bind(by_lane[&l].len() as i64)
+                    .push(format!(") AS lane{n}"));
+                }
+                q.push(")");
+                if POSTGRES {
+                    // Re-checked on the locked row; rows another master holds are skipped.
+                    q.push(" AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED");
+                } else {
+                    q.push(" ORDER BY id");
+                }
+                let rows: Vec<TaskRow> = q.build_query_as().fetch_all(&mut *tx).await?;
+                for row in rows {
+                    rows_by_lane
+                        .entry((row.recipe.clone(), row.priority, row.submitter.clone()))
+                        .or_default()
+                        .push(row);
+                }
+            }
+            for l in lane_ids {
+                let claimers = &by_lane[&l];
+                let key = (
+                    lanes[l].recipe.clone(),
+                    lanes[l].priority,
+                    lanes[l].submitter.clone(),
+                );
+                let rows = rows_by_lane.remove(&key).unwrap_or_default();
+                if rows.len() < claimers.len() {
+                    lanes[l].remaining = 0;
+                    retry.extend_from_slice(&claimers[rows.len()..]);
+                }
+                lanes[l].taken += rows.len() as i64;
+                if let Some(last) = rows.last() {
+                    lanes[l].after_id = last.id;
+                }
+                for (&w, row) in claimers.iter().zip(rows) {
+                    picked[w] = Some(row);
+                }
+            }
+            pending = retry;
+        }
+
+        let leases: Vec<BatchLease> = picked
+            .iter()
+            .enumerate()
+            .filter_map(|(w, row)| {
+                row.as_ref().map(|task| BatchLease {
+                    task,
+                    slave: wants[w].slave,
+                    lease_id: wants[w].lease_id,
+                })
+            })
+            .collect();
+        let served: Vec<LaneServed> = lanes
+            .iter()
+            .filter(|l| l.taken > 0)
+            .map(|l| LaneServed {
+                recipe: &l.recipe,
+                priority: l.priority,
+                submitter: &l.submitter,
+                taken: l.taken,
+                last_served: l.last_served,
+            })
+            .collect();
+        let mut changes = transition::lease_batch(&mut tx, &leases, &served, now + lease_ms, now)
+            .await?
+            .into_iter();
+        Ok(picked
+            .into_iter()
+            .map(|row| {
+                let task = row?;
+                let change = changes.next()?;
+                Some(Claimed { task, change })
+            })
+            .collect())
+    })
+}
+
+/// Renews `slave`'s leases; returns how many, and the tasks it must stop (cancelled jobs).
+pub(crate) async fn heartbeat(
+    p: Pools<'_>,
+    slave: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<(u64, Vec<i64>), MasterError> {
+    write_tx!(p, |tx| {
+        let known = sqlx::query("UPDATE slaves SET last_heartbeat_ms = $1 WHERE name = $2")
+            .bind(now)
+            .bind(slave)
+            .execute(&mut *tx)
+            .await?;
+        if known.rows_affected() == 0 {
+            return Err(MasterError::NotFound {
+                what: "slave",
+                id: format!("`{slave}` (call register first)"),
+            });
+        }
+        let renewed = sqlx::query(
+        "UPDATE tasks SET lease_expires_ms = $1 WHERE lease_slave = $2 AND state IN ('leased', 'running')",
+    )
+    .bind(now + lease_ms)
+    .bind(slave)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+        let cancel: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
+         AND cancel_requested = 1 ORDER BY id",
+        )
+        .bind(slave)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok((renewed, cancel))
+    })
+}
+
+/// Requeues (attempt + 1) or gives up on tasks whose lease ran out by `now`.
+pub(crate) async fn expire(
+    p: Pools<'_>,
+    max_attempts: u32,
+    now: i64,
+) -> Result<Vec<Change>, MasterError> {
+    write_tx!(p, |tx| {
+        let pick = if POSTGRES {
+            concat!(
+            "SELECT ", task_columns!(), " FROM tasks WHERE lease_expires_ms < $1 \
+             AND state IN ('leased', 'running') ORDER BY lease_expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
+        )
+        } else {
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE lease_expires_ms < $1 \
+             AND state IN ('leased', 'running') ORDER BY lease_expires_ms LIMIT $2"
+            )
+        };
+        let expired: Vec<TaskRow> = sqlx::query_as(pick)
+            .bind(now)
+            .bind(EXPIRY_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut changes = Vec::with_capacity(expired.len());
+        for task in &expired {
+            let slave = task.lease_slave.as_deref().unwrap_or("?");
+            let reason = format!("lease expired: slave `{slave}` stopped heartbeating");
+            if task.cancel_requested != 0 {
+                changes
+                    .push(jobs::finish_cancelled(&mut tx, task, &reason, None, None, now).await?);
+                continue;
+            }
+            let transition = state::after_infrastructure_failure(task.attempt as u32, max_attempts);
+            let end = AttemptEnd {
+                outcome: AttemptOutcome::LeaseExpired,
+                reason: &reason,
+                raw_json: None,
+                report_sha256: None,
+            };
+            changes.push(transition::apply(&mut tx, task, transition, Some(end), now).await?);
+        }
+        Ok(changes)
+    })
+}

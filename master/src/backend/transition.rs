@@ -1,0 +1,279 @@
+//! The only code that writes a task's state: checks the transition with [`crate::state::next`],
+//! then updates the task, its lane's queued count, its attempt record and its log, all inside the
+//! caller's transaction.
+
+use super::Db;
+use crate::backend::rows::TaskRow;
+use crate::error::MasterError;
+use crate::state::{self, Transition};
+use crate::store::Change;
+use pyti_wire::job::{AttemptOutcome, TaskState};
+
+/// How the current attempt ended (with `Finish`, `Retry` or `Cancel` of a leased task).
+pub(crate) struct AttemptEnd<'a> {
+    pub outcome: AttemptOutcome,
+    pub reason: &'a str,
+    pub raw_json: Option<&'a str>,
+    pub report_sha256: Option<&'a str>,
+}
+
+/// Applies `transition` to `task` (as read in this transaction) and returns the change. Leases
+/// are granted in batches by [`lease_batch`].
+pub(crate) async fn apply(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    task: &TaskRow,
+    transition: Transition,
+    end: Option<AttemptEnd<'_>>,
+    now: i64,
+) -> Result<Change, MasterError> {
+    let from = task.state()?;
+    if transition == Transition::Lease {
+        return Err(MasterError::Conflict(format!(
+            "task {}: leases are granted by lease_batch",
+            task.id
+        )));
+    }
+    let to = state::next(from, transition)
+        .map_err(|e| MasterError::Conflict(format!("task {}: {e}", task.id)))?;
+    let attempt = if transition == Transition::Retry {
+        task.attempt + 1
+    } else {
+        task.attempt
+    };
+    let (lease_id, lease_slave, lease_expires) = match to {
+        TaskState::Running => (
+            task.lease_id.as_deref(),
+            task.lease_slave.as_deref(),
+            task.lease_expires_ms,
+        ),
+        _ => (None, None, None),
+    };
+    let (state_text, verdict) = state::to_db(to);
+    let updated = sqlx::query(
+        "UPDATE tasks SET state = $1, verdict = $2, attempt = $3, lease_id = $4, lease_slave = $5, \
+         lease_expires_ms = $6, updated_ms = $7 WHERE id = $8 AND state = $9 AND attempt = $10",
+    )
+    .bind(state_text)
+    .bind(verdict)
+    .bind(attempt)
+    .bind(lease_id)
+    .bind(lease_slave)
+    .bind(lease_expires)
+    .bind(now)
+    .bind(task.id)
+    .bind(&task.state)
+    .bind(task.attempt)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(MasterError::Conflict(format!(
+            "task {} changed concurrently; retry",
+            task.id
+        )));
+    }
+
+    if from == TaskState::Queued && to != TaskState::Queued {
+        // Leaving the queue (cancelled): one less in the lane.
+        sqlx::query(
+            "UPDATE lanes SET queued = queued - 1 WHERE recipe = $1 AND priority = $2 AND submitter = $3",
+        )
+            .bind(&task.recipe)
+            .bind(task.priority)
+            .bind(&task.submitter)
+            .execute(&mut **tx)
+            .await?;
+    } else if to == TaskState::Queued {
+        enqueue_in_lane(tx, &task.recipe, task.priority, &task.submitter, 1).await?;
+    }
+
+    if from == TaskState::Leased && to == TaskState::Running {
+        sqlx::query("UPDATE attempts SET started_ms = $1 WHERE task_id = $2 AND attempt = $3")
+            .bind(now)
+            .bind(task.id)
+            .bind(task.attempt)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(end) = &end {
+        sqlx::query(
+            "UPDATE attempts SET finished_ms = $1, outcome = $2, reason = $3, raw_result = $4, \
+             report_sha256 = $5 WHERE task_id = $6 AND attempt = $7",
+        )
+        .bind(now)
+        .bind(state::outcome_to_db(end.outcome))
+        .bind(end.reason)
+        .bind(end.raw_json)
+        .bind(end.report_sha256)
+        .bind(task.id)
+        .bind(task.attempt)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if from != to {
+        let message = match &end {
+            Some(end) => format!("{from} -> {to}: {}", end.reason),
+            None => format!("{from} -> {to}"),
+        };
+        sqlx::query(
+            "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) VALUES ($1, $2, $3, 'state', $4)",
+        )
+        .bind(task.id)
+        .bind(attempt)
+        .bind(now)
+        .bind(message)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Change {
+        job_id: task.job_id,
+        task_id: task.id,
+        attempt: attempt as u32,
+        state: to,
+    })
+}
+
+/// Counts `count` more queued tasks in their lane, creating the lane if needed. A new lane has
+/// never been served, so a newcomer's first task goes before a busy submitter's next one.
+/// Transactions touching several lanes do so in key order (no deadlocks between masters).
+pub(crate) async fn enqueue_in_lane(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    recipe: &str,
+    priority: i64,
+    submitter: &str,
+    count: i64,
+) -> Result<(), MasterError> {
+    sqlx::query(
+        "INSERT INTO lanes (recipe, priority, submitter, queued, last_served) VALUES ($1, $2, $3, $4, 0) \
+         ON CONFLICT (recipe, priority, submitter) DO UPDATE SET queued = lanes.queued + $4",
+    )
+    .bind(recipe)
+    .bind(priority)
+    .bind(submitter)
+    .bind(count)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One task of a [`lease_batch`].
+pub(crate) struct BatchLease<'a> {
+    pub task: &'a TaskRow,
+    pub slave: &'a str,
+    pub lease_id: &'a str,
+}
+
+/// A lane's share of a [`lease_batch`]: how many of its tasks were leased, and its new
+/// `last_served` mark.
+pub(crate) struct LaneServed<'a> {
+    pub recipe: &'a str,
+    pub priority: i64,
+    pub submitter: &'a str,
+    pub taken: i64,
+    pub last_served: i64,
+}
+
+/// [`Transition::Lease`] for many queued tasks at once (the claim batcher): the same changes as
+/// [`apply`], in a fixed number of statements whatever the batch size.
+pub(crate) async fn lease_batch(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    leases: &[BatchLease<'_>],
+    lanes: &[LaneServed<'_>],
+    expires_ms: i64,
+    now: i64,
+) -> Result<Vec<Change>, MasterError> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut changes = Vec::with_capacity(leases.len());
+    for l in leases {
+        let to = state::next(l.task.state()?, Transition::Lease)
+            .map_err(|e| MasterError::Conflict(format!("task {}: {e}", l.task.id)))?;
+        changes.push(Change {
+            job_id: l.task.job_id,
+            task_id: l.task.id,
+            attempt: l.task.attempt as u32,
+            state: to,
+        });
+    }
+    let (leased, _) = state::to_db(TaskState::Leased);
+    let mut update = sqlx::QueryBuilder::<Db>::new("UPDATE tasks SET state = ");
+    update.push_bind(leased);
+    update.push(", lease_expires_ms = ").push_bind(expires_ms);
+    update.push(", updated_ms = ").push_bind(now);
+    update.push(", lease_id = CASE id");
+    for l in leases {
+        update.push(" WHEN ").push_bind(l.task.id);
+        update.push(" THEN ").push_bind(l.lease_id.to_string());
+    }
+    update.push(" END, lease_slave = CASE id");
+    for l in leases {
+        update.push(" WHEN ").push_bind(l.task.id);
+        update.push(" THEN ").push_bind(l.slave.to_string());
+    }
+    update.push(" END WHERE state = 'queued' AND id IN (");
+    let mut ids = update.separated(", ");
+    for l in leases {
+        ids.push_bind(l.task.id);
+    }
+    update.push(")");
+    let updated = update.build().execute(&mut **tx).await?.rows_affected();
+    if updated != leases.len() as u64 {
+        return Err(MasterError::Conflict(format!(
+            "{} of {} tasks changed concurrently; retry",
+            leases.len() as u64 - updated,
+            leases.len()
+        )));
+    }
+    if !lanes.is_empty() {
+        // One statement for every lane served.
+        let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE lanes SET queued = queued - CASE");
+        for lane in lanes {
+            push_lane_match(&mut q, lane, " WHEN ");
+            q.push(" THEN ").push_bind(lane.taken);
+        }
+        q.push(" ELSE 0 END, last_served = CASE");
+        for lane in lanes {
+            push_lane_match(&mut q, lane, " WHEN ");
+            q.push(" THEN ").push_bind(lane.last_served);
+        }
+        q.push(" ELSE last_served END WHERE");
+        for (n, lane) in lanes.iter().enumerate() {
+            push_lane_match(&mut q, lane, if n == 0 { " (" } else { " OR (" });
+            q.push(")");
+        }
+        q.build().execute(&mut **tx).await?;
+    }
+    let mut attempts = sqlx::QueryBuilder::<Db>::new(
+        "INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) ",
+    );
+    attempts.push_values(leases, |mut row, l| {
+        row.push_bind(l.task.id)
+            .push_bind(l.task.attempt)
+            .push_bind(l.slave.to_string())
+            .push_bind(l.lease_id.to_string())
+            .push_bind(now);
+    });
+    attempts.build().execute(&mut **tx).await?;
+    let mut log = sqlx::QueryBuilder::<Db>::new(
+        "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) ",
+    );
+    log.push_values(leases, |mut row, l| {
+        row.push_bind(l.task.id)
+            .push_bind(l.task.attempt)
+            .push_bind(now)
+            .push_bind("state")
+            .push_bind(format!("queued -> leased by {}", l.slave));
+    });
+    log.build().execute(&mut **tx).await?;
+    Ok(changes)
+}
+
+fn push_lane_match(q: &mut sqlx::QueryBuilder<Db>, lane: &LaneServed<'_>, prefix: &str) {
+    q.push(prefix)
+        .push("recipe = ")
+        .push_bind(lane.recipe.to_string())
+        .push(" AND priority = ")
+        .push_bind(lane.priority)
+        .push(" AND submitter = ")
+        .push_bind(lane.submitter.to_string());
+}

@@ -1,0 +1,993 @@
+//! The durable queue: one [`Store`] over SQLite or PostgreSQL, with every operation the API
+//! needs. Each state change is one transaction (see `backend/transition.rs`); after it commits,
+//! the store publishes the change to subscribers and wakes waiting claimers.
+
+use crate::backend::rows::Claimed;
+use crate::backend::{postgres, sqlite};
+use crate::clock::Clock;
+use crate::error::MasterError;
+use crate::events::EventHub;
+use crate::job_spec::{self, NewJob};
+use crate::recipes::RecipeCatalog;
+use crate::state;
+use pyti_wire::job::{
+    encode_hex, Attempt, CancelReceipt, ClaimedTask, CompareCell, CompareRequest, Comparison,
+    Event, HeartbeatReply, Job, JobFilter, JobSpec, LogEntry, PackageSpec, ProgressReport,
+    RegistrationReply, Regression, ReportReceipt, ResultReport, SlaveRegistration, SubmitReceipt,
+    Task, TaskState, Verdict,
+};
+use pyti_wire::recipe::Recipe;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// How often a waiting claim re-checks the database even without a local wake-up (another
+/// master on the same PostgreSQL may have queued work).
+const CLAIM_POLL: Duration = Duration::from_millis(500);
+/// How long a write waits for SQLite's lock held by another process.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// SQLite page cache of the writer connection, in KiB as `PRAGMA cache_size` wants it
+/// (negative): the default 2 MiB thrashes the dispatch indexes once a million tasks are queued.
+/// Readers keep the default (the OS page cache serves them), which bounds the master's RSS.
+const SQLITE_WRITER_CACHE_KIB: &str = "-65536";
+/// Longest progress message kept.
+const MAX_PROGRESS_MESSAGE_BYTES: usize = 4096;
+/// Longest infrastructure-failure reason kept.
+const MAX_REASON_BYTES: usize = 4096;
+/// Largest slot count a slave may announce.
+const MAX_SLOTS: u32 = 1024;
+/// Claims served by one transaction at most. Claims arriving while a batch is written queue up
+/// and go into the next one: under load, one commit serves many claimers.
+const MAX_CLAIM_BATCH: usize = 256;
+/// Claims waiting for the batcher before callers wait for room.
+const CLAIM_QUEUE: usize = 4096;
+
+/// A task's change of state, as published to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub job_id: i64,
+    pub task_id: i64,
+    pub attempt: u32,
+    pub state: TaskState,
+}
+
+/// Rules the store applies.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub connections: u32,
+    pub clock: Clock,
+    pub recipes: Arc<RecipeCatalog>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        read: sqlx::SqlitePool,
+        write: sqlx::SqlitePool,
+    },
+    Postgres(sqlx::PgPool),
+}
+
+/// Calls `$module::$function(pools, args…)` on whichever backend the store has.
+macro_rules! on_backend {
+    ($store:expr, $module:ident :: $function:ident ( $($arg:expr),* $(,)? )) => {
+        match &$store.backend {
+            Backend::Sqlite { read, write } => {
+                sqlite::$module::$function(sqlite::Pools { read, write }, $($arg),*).await
+            }
+            Backend::Postgres(pool) => {
+                postgres::$module::$function(postgres::Pools { read: pool, write: pool }, $($arg),*).await
+            }
+        }
+    };
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub submitted_jobs: AtomicU64,
+    pub claims: AtomicU64,
+    pub empty_claims: AtomicU64,
+    pub reports: AtomicU64,
+    pub duplicate_reports: AtomicU64,
+    pub expired_leases: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct SlaveInfo {
+    recipes: Vec<String>,
+    slots: u32,
+}
+
+/// The job queue.
+pub struct Store {
+    backend: Backend,
+    options: StoreOptions,
+    events: EventHub,
+    work_queued: Notify,
+    stopping: watch::Sender<bool>,
+    slaves: Mutex<HashMap<String, SlaveInfo>>,
+    claims: mpsc::Sender<ClaimJob>,
+    snapshots: Mutex<HashMap<i64, Arc<Recipe>>>,
+    /// Counters for `/metrics`.
+    pub counters: Counters,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    /// `url` is a SQLite path or `sqlite://PATH`, or a `postgres://` URL.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Store, MasterError> {
+        let bad_url = |reason: String| MasterError::DatabaseUrl {
+            url: redact(url),
+            reason,
+        };
+        let connections = options.connections.max(1);
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url).map_err(|e| bad_url(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(connections)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Backend::Postgres(pool)
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            if path.is_empty() || path.contains("://") {
+                return Err(bad_url("not a file path".into()));
+            }
+            let connect = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+                .pragma("temp_store", "memory");
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    connect
+                        .clone()
+                        .pragma("cache_size", SQLITE_WRITER_CACHE_KIB),
+                )
+                .await?;
+            sqlx::migrate!("migrations/sqlite").run(&write).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(connections)
+                .connect_with(connect)
+                .await?;
+            Backend::Sqlite { read, write }
+        };
+        let (claims, queue) = mpsc::channel(CLAIM_QUEUE);
+        tokio::spawn(batch_claims(
+            backend.clone(),
+            queue,
+            options.lease_secs as i64 * 1000,
+            options.clock.clone(),
+        ));
+        Ok(Store {
+            backend,
+            claims,
+            options,
+            events: EventHub::default(),
+            work_queued: Notify::new(),
+            stopping: watch::channel(false).0,
+            slaves: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Opens a store for administration only (tokens): default rules, no recipes.
+    pub async fn open_admin(url: &str) -> Result<Store, MasterError> {
+        let options = StoreOptions {
+            lease_secs: crate::config::DEFAULT_LEASE_SECS,
+            max_attempts: crate::config::DEFAULT_MAX_ATTEMPTS,
+            connections: 2,
+            clock: Clock::System,
+            recipes: Arc::new(RecipeCatalog::default()),
+        };
+        Store::open(url, options).await
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.options.clock
+    }
+
+    /// The event fan-out (for subscriptions).
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    /// The recipes jobs may name.
+    pub fn recipes(&self) -> &RecipeCatalog {
+        &self.options.recipes
+    }
+
+    /// Ends waiting claims (they answer `None`): the master is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the master stops (subscriptions end with a final event).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Completes once the master is stopping.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
+
+    /// Closes the database connections.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.options.lease_secs as i64 * 1000
+    }
+
+    fn publish(&self, changes: &[Change]) {
+        for c in changes {
+            if c.state == TaskState::Queued {
+                self.work_queued.notify_waiters();
+            }
+            self.events.publish(Event::TaskChanged {
+                job_id: c.job_id,
+                task_id: c.task_id,
+                attempt: c.attempt,
+                state: c.state,
+            });
+        }
+    }
+
+    // ----- submitters -----
+
+    /// Validates and queues a job submitted by `caller`.
+    pub async fn submit(
+        &self,
+        spec: &JobSpec,
+        caller: &str,
+        caller_is_admin: bool,
+    ) -> Result<SubmitReceipt, MasterError> {
+        let job = job_spec::validate(spec, caller, caller_is_admin, &self.options.recipes)?;
+        let mut receipts = self.submit_validated(std::slice::from_ref(&job)).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| MasterError::Corrupt("submit returned no job".into()))
+    }
+
+    /// Queues already validated jobs in one transaction (bulk loads, benchmarks).
+    pub async fn submit_validated(
+        &self,
+        jobs: &[NewJob],
+    ) -> Result<Vec<SubmitReceipt>, MasterError> {
+        let now = self.now();
+        let recipes = self.options.recipes.clone();
+        let ids = on_backend!(self, jobs::submit(jobs, &recipes, now))?;
+        self.counters
+            .submitted_jobs
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let receipts: Vec<SubmitReceipt> = ids
+            .into_iter()
+            .map(|(job_id, task_ids)| SubmitReceipt { job_id, task_ids })
+            .collect();
+        for r in &receipts {
+            self.events.publish(Event::JobSubmitted {
+                job_id: r.job_id,
+                task_ids: r.task_ids.clone(),
+            });
+        }
+        self.work_queued.notify_waiters();
+        Ok(receipts)
+    }
+
+    /// Cancels a job; `owner` (unless the caller is an admin) must be its submitter.
+    pub async fn cancel(
+        &self,
+        job_id: i64,
+        owner: Option<&str>,
+    ) -> Result<CancelReceipt, MasterError> {
+        let now = self.now();
+        let (receipt, changes) = on_backend!(self, jobs::cancel(job_id, owner, now))?;
+        self.publish(&changes);
+        Ok(receipt)
+    }
+
+    // ----- slaves -----
+
+    /// Records a slave's recipes and slots.
+    pub async fn register(
+        &self,
+        reg: &SlaveRegistration,
+    ) -> Result<RegistrationReply, MasterError> {
+        job_spec::check_name("name", &reg.name)?;
+        if reg.slots == 0 || reg.slots > MAX_SLOTS {
+            return Err(MasterError::field(
+                "slots",
+                format!("must be 1 to {MAX_SLOTS}"),
+            ));
+        }
+        if reg.recipes.is_empty() {
+            return Err(MasterError::field("recipes", "name at least one recipe"));
+        }
+        if reg.recipes.len() > pyti_wire::job::MAX_RECIPES_PER_JOB * 4 {
+            return Err(MasterError::field("recipes", "too many recipes"));
+        }
+        for (i, r) in reg.recipes.iter().enumerate() {
+            job_spec::check_name(&format!("recipes[{i}]"), r)?;
+        }
+        let unknown: Vec<String> = reg
+            .recipes
+            .iter()
+            .filter(|r| self.options.recipes.get(r).is_none())
+            .cloned()
+            .collect();
+        let recipes_json = serde_json::to_string(&reg.recipes)
+            .map_err(|e| MasterError::field("recipes", e.to_string()))?;
+        let now = self.now();
+        on_backend!(
+            self,
+            dispatch::register(&reg.name, &recipes_json, reg.slots as i64, now)
+        )?;
+        self.lock_slaves().insert(
+            reg.name.clone(),
+            SlaveInfo {
+                recipes: reg.recipes.clone(),
+                slots: reg.slots,
+            },
+        );
+        Ok(RegistrationReply {
+            heartbeat_secs: (self.options.lease_secs / 4).max(1),
+            lease_secs: self.options.lease_secs,
+            unknown_recipes: unknown,
+        })
+    }
+
+    fn lock_slaves(&self) -> std::sync::MutexGuard<'_, HashMap<String, SlaveInfo>> {
+        self.slaves.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn slave(&self, name: &str) -> Result<SlaveInfo, MasterError> {
+        if let Some(info) = self.lock_slaves().get(name) {
+            return Ok(info.clone());
+        }
+        let found = on_backend!(self, dispatch::slave(name))?;
+        let Some((recipes_json, slots)) = found else {
+            return Err(MasterError::NotFound {
+                what: "slave",
+                id: format!("`{name}` (call register first)"),
+            });
+        };
+        let recipes: Vec<String> = serde_json::from_str(&recipes_json)
+            .map_err(|e| MasterError::Corrupt(format!("slave {name} recipes: {e}")))?;
+        let info = SlaveInfo {
+            recipes,
+            slots: slots as u32,
+        };
+        self.lock_slaves().insert(name.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Renews a slave's leases and tells it which tasks to stop.
+    pub async fn heartbeat(&self, slave: &str) -> Result<HeartbeatReply, MasterError> {
+        job_spec::check_name("slave", slave)?;
+        let now = self.now();
+        let lease_ms = self.lease_ms();
+        let (renewed, cancel) = on_backend!(self, dispatch::heartbeat(slave, lease_ms, now))?;
+        Ok(HeartbeatReply { renewed, cancel })
+    }
+
+    /// Takes a task for `slave` if one is queued for its recipes (no waiting).
+    pub async fn try_claim(&self, slave: &str) -> Result<Option<ClaimedTask>, MasterError> {
+        let info = self.slave(slave).await?;
+        let lease_id = new_lease_id();
+        let (reply, answer) = oneshot::channel();
+        let job = ClaimJob {
+            slave: slave.to_string(),
+            recipes: info.recipes,
+            slots: info.slots as i64,
+            lease_id: lease_id.clone(),
+            reply,
+        };
+        self.claims
+            .send(job)
+            .await
+            .map_err(|_| MasterError::Dispatch("the claim batcher stopped".into()))?;
+        let claimed = answer
+            .await
+            .map_err(|_| MasterError::Dispatch("the claim batcher stopped".into()))?
+            .map_err(MasterError::Dispatch)?;
+        let Some((claimed, (spec_json, upload))) = claimed else {
+            self.counters.empty_claims.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        self.counters.claims.fetch_add(1, Ordering::Relaxed);
+        self.publish(&[claimed.change]);
+        let mut package: PackageSpec = serde_json::from_str(&spec_json).map_err(|e| {
+            MasterError::Corrupt(format!("job {} package: {e}", claimed.task.job_id))
+        })?;
+        if let (PackageSpec::Upload { content_hex, .. }, Some(bytes)) = (&mut package, upload) {
+            *content_hex = encode_hex(&bytes);
+        }
+        let recipe = self.snapshot(claimed.task.snapshot_id).await?;
+        Ok(Some(ClaimedTask {
+            task_id: claimed.task.id,
+            job_id: claimed.task.job_id,
+            attempt: claimed.change.attempt,
+            lease_id,
+            lease_secs: self.options.lease_secs,
+            package,
+            recipe: (*recipe).clone(),
+        }))
+    }
+
+    async fn snapshot(&self, id: i64) -> Result<Arc<Recipe>, MasterError> {
+        if let Some(r) = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(r.clone());
+        }
+        let body = on_backend!(self, reads::snapshot(id))?;
+        let recipe: Arc<Recipe> = Arc::new(
+            serde_json::from_str(&body)
+                .map_err(|e| MasterError::Corrupt(format!("recipe snapshot {id}: {e}")))?,
+        );
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, recipe.clone());
+        Ok(recipe)
+    }
+
+    /// Waits up to `wait` for a task for `slave` (long poll); `None` if none came.
+    pub async fn claim(
+        &self,
+        slave: &str,
+        wait: Duration,
+    ) -> Result<Option<ClaimedTask>, MasterError> {
+        job_spec::check_name("slave", slave)?;
+        let deadline = Instant::now() + wait;
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let woken = self.work_queued.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(task) = self.try_claim(slave).await? {
+                return Ok(Some(task));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || *stopping.borrow() {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(left.min(CLAIM_POLL)) => {}
+                _ = stopping.changed() => return Ok(None),
+            }
+        }
+    }
+
+    /// Records a phase event (the first marks the task running).
+    pub async fn report_progress(&self, report: &ProgressReport) -> Result<(), MasterError> {
+        job_spec::check_name("phase", &report.phase)?;
+        if report.message.len() > MAX_PROGRESS_MESSAGE_BYTES {
+            return Err(MasterError::field(
+                "message",
+                format!("longer than {MAX_PROGRESS_MESSAGE_BYTES} bytes"),
+            ));
+        }
+        check_lease_id(&report.lease_id)?;
+        let now = self.now();
+        let change = on_backend!(self, results::progress(report, now))?;
+        if let Some(c) = change {
+            self.publish(&[c]);
+        }
+        Ok(())
+    }
+
+    /// The raw-data API: ends an attempt (idempotent, see `backend/results.rs`).
+    pub async fn report_result(&self, report: &ResultReport) -> Result<ReportReceipt, MasterError> {
+        check_lease_id(&report.lease_id)?;
+        if let Some(reason) = report.outcome.reason() {
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(MasterError::field(
+                    "outcome.reason",
+                    format!("longer than {MAX_REASON_BYTES} bytes"),
+                ));
+            }
+        }
+        let canonical =
+            serde_json::to_vec(report).map_err(|e| MasterError::field("report", e.to_string()))?;
+        let sha = hex::encode(Sha256::digest(&canonical));
+        let now = self.now();
+        let max_attempts = self.options.max_attempts;
+        let (receipt, change) =
+            on_backend!(self, results::report(report, &sha, max_attempts, now))?;
+        self.counters.reports.fetch_add(1, Ordering::Relaxed);
+        if receipt.duplicate {
+            self.counters
+                .duplicate_reports
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = change {
+            self.publish(&[c]);
+        }
+        Ok(receipt)
+    }
+
+    /// Requeues or gives up on tasks whose lease ran out; returns how many.
+    pub async fn expire_leases(&self) -> Result<usize, MasterError> {
+        let now = self.now();
+        let max_attempts = self.options.max_attempts;
+        let changes = on_backend!(self, dispatch::expire(max_attempts, now))?;
+        self.counters
+            .expired_leases
+            .fetch_add(changes.len() as u64, Ordering::Relaxed);
+        self.publish(&changes);
+        Ok(changes.len())
+    }
+
+    // ----- readers -----
+
+    /// A job and its tasks.
+    pub async fn get_job(&self, job_id: i64) -> Result<Job, MasterError> {
+        let found = on_backend!(self, reads::job(job_id))?;
+        let (job, tasks) = found.ok_or(MasterError::NotFound {
+            what: "job",
+            id: job_id.to_string(),
+        })?;
+        build_job(job, tasks)
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, MasterError> {
+        if let Some(status) = &filter.status {
+            let states = ["queued", "leased", "running", "finished", "cancelled"];
+            if Verdict::parse(status).is_none() && !states.contains(&status.as_str()) {
+                return Err(MasterError::field(
+                    "status",
+                    format!("`{status}` is not a state ({}) or a verdict (pass, fail, error, timeout, tmpfail)", states.join(", ")),
+                ));
+            }
+        }
+        if let Some(p) = &filter.package {
+            job_spec::check_name("package", p)?;
+        }
+        if let Some(r) = &filter.recipe {
+            job_spec::check_name("recipe", r)?;
+        }
+        if let Some(s) = &filter.submitter {
+            job_spec::check_name("submitter", s)?;
+        }
+        let rows = on_backend!(self, reads::list_jobs(filter))?;
+        rows.into_iter()
+            .map(|(job, tasks)| build_job(job, tasks))
+            .collect()
+    }
+
+    /// A task with every attempt (and its raw data).
+    pub async fn get_task(&self, task_id: i64) -> Result<Task, MasterError> {
+        let found = on_backend!(self, reads::task(task_id))?;
+        let (task, job, attempts) = found.ok_or(MasterError::NotFound {
+            what: "task",
+            id: task_id.to_string(),
+        })?;
+        let mut out = task.to_task(job.package()?)?;
+        out.attempts = attempts
+            .into_iter()
+            .map(|a| {
+                let outcome =
+                    match &a.outcome {
+                        Some(o) => Some(state::outcome_from_db(o).ok_or_else(|| {
+                            MasterError::Corrupt(format!("attempt outcome `{o}`"))
+                        })?),
+                        None => None,
+                    };
+                let raw_result = match &a.raw_result {
+                    Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                        MasterError::Corrupt(format!("task {task_id} raw result: {e}"))
+                    })?),
+                    None => None,
+                };
+                let _ = &a.report_sha256;
+                Ok(Attempt {
+                    attempt: a.attempt as u32,
+                    slave: a.slave,
+                    leased_at_ms: a.leased_ms,
+                    started_at_ms: a.started_ms,
+                    finished_at_ms: a.finished_ms,
+                    outcome,
+                    reason: a.reason,
+                    raw_result,
+                })
+            })
+            .collect::<Result<_, MasterError>>()?;
+        Ok(out)
+    }
+
+    /// A task's progress events and state changes.
+    pub async fn task_log(&self, task_id: i64) -> Result<Vec<LogEntry>, MasterError> {
+        let lines = on_backend!(self, reads::task_log(task_id))?;
+        let lines = lines.ok_or(MasterError::NotFound {
+            what: "task",
+            id: task_id.to_string(),
+        })?;
+        Ok(lines
+            .into_iter()
+            .map(|(at_ms, attempt, phase, message)| LogEntry {
+                at_ms,
+                attempt: attempt as u32,
+                phase,
+                message,
+            })
+            .collect())
+    }
+
+    /// A package's latest verdict per version and recipe, and the regressions between
+    /// consecutive versions (in submission order).
+    pub async fn compare(&self, request: &CompareRequest) -> Result<Comparison, MasterError> {
+        job_spec::check_name("package", &request.package)?;
+        for (i, r) in request.recipes.iter().enumerate() {
+            job_spec::check_name(&format!("recipes[{i}]"), r)?;
+        }
+        let rows = on_backend!(self, reads::package_tasks(&request.package))?;
+        let mut versions: Vec<String> = Vec::new();
+        let mut recipes: Vec<String> = Vec::new();
+        let mut latest: HashMap<(String, String), CompareCell> = HashMap::new();
+        for (version, recipe, task_id, state_text, verdict) in rows {
+            if !request.recipes.is_empty() && !request.recipes.contains(&recipe) {
+                continue;
+            }
+            let version = version.unwrap_or_else(|| "?".to_string());
+            if !versions.contains(&version) {
+                versions.push(version.clone());
+            }
+            if !recipes.contains(&recipe) {
+                recipes.push(recipe.clone());
+            }
+            let state = state::from_db(&state_text, verdict.as_deref())
+                .ok_or_else(|| MasterError::Corrupt(format!("task {task_id} state")))?;
+            let verdict = match state {
+                TaskState::Finished(v) => Some(v),
+                TaskState::Cancelled => continue,
+                _ => None,
+            };
+            // Later tasks (re-runs) replace earlier ones, except that an unfinished re-run does
+            // not hide a finished result.
+            let key = (version.clone(), recipe.clone());
+            if verdict.is_some() || !latest.contains_key(&key) {
+                latest.insert(
+                    key,
+                    CompareCell {
+                        version,
+                        recipe,
+                        task_id,
+                        verdict,
+                    },
+                );
+            }
+        }
+        recipes.sort();
+        let mut cells = Vec::new();
+        let mut regressions = Vec::new();
+        for recipe in &recipes {
+            let mut previous: Option<(String, Verdict)> = None;
+            for version in &versions {
+                let Some(cell) = latest.get(&(version.clone(), recipe.clone())) else {
+                    continue;
+                };
+                cells.push(cell.clone());
+                let Some(verdict) = cell.verdict else {
+                    continue;
+                };
+                if verdict == Verdict::Tmpfail {
+                    continue;
+                }
+                if let Some((from_version, from)) = &previous {
+                    if *from == Verdict::Pass && verdict != Verdict::Pass {
+                        regressions.push(Regression {
+                            recipe: recipe.clone(),
+                            from_version: from_version.clone(),
+                            to_version: version.clone(),
+                            from: *from,
+                            to: verdict,
+                        });
+                    }
+                }
+                previous = Some((version.clone(), verdict));
+            }
+        }
+        Ok(Comparison {
+            package: pyti_wire::job::normalize_name(&request.package),
+            versions,
+            recipes,
+            cells,
+            regressions,
+        })
+    }
+
+    /// Checks that the database answers (`/health`).
+    pub async fn ping(&self) -> Result<(), MasterError> {
+        on_backend!(self, reads::ping())
+    }
+
+    /// Tasks per state name and verdict (`/metrics`).
+    pub async fn state_counts(&self) -> Result<Vec<(TaskState, i64)>, MasterError> {
+        let rows = on_backend!(self, reads::state_counts())?;
+        rows.into_iter()
+            .map(|(s, v, n)| {
+                let state = state::from_db(&s, v.as_deref())
+                    .ok_or_else(|| MasterError::Corrupt(format!("task state `{s}`")))?;
+                Ok((state, n))
+            })
+            .collect()
+    }
+
+    // ----- tokens (see crate::tokens) -----
+
+    pub(crate) async fn token_add(
+        &self,
+        name: &str,
+        role: &str,
+        sha256: &str,
+    ) -> Result<(), MasterError> {
+        let now = self.now();
+        on_backend!(self, tokens::add(name, role, sha256, now))
+    }
+
+    pub(crate) async fn token_list(
+        &self,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, MasterError> {
+        on_backend!(self, tokens::list())
+    }
+
+    pub(crate) async fn token_revoke(&self, name: &str) -> Result<bool, MasterError> {
+        let now = self.now();
+        on_backend!(self, tokens::revoke(name, now))
+    }
+
+    pub(crate) async fn token_lookup(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(String, String)>, MasterError> {
+        on_backend!(self, tokens::lookup(sha256))
+    }
+}
+
+/// A claimed task's package: spec JSON and uploaded bytes.
+type Package = (String, Option<Vec<u8>>);
+
+/// A claim waiting for the batcher.
+struct ClaimJob {
+    slave: String,
+    recipes: Vec<String>,
+    slots: i64,
+    lease_id: String,
+    reply: oneshot::Sender<Result<Option<(Claimed, Package)>, String>>,
+}
+
+/// Serves claims in batches: takes every claim waiting (up to [`MAX_CLAIM_BATCH`]) and leases
+/// their tasks in one transaction. Ends when the store is dropped.
+async fn batch_claims(
+    backend: Backend,
+    mut queue: mpsc::Receiver<ClaimJob>,
+    lease_ms: i64,
+    clock: Clock,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_CLAIM_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let batch_started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let now = clock.now_ms();
+            let result = {
+                let wants: Vec<_> = batch
+                    .iter()
+                    .map(|j| {
+                        (
+                            j.slave.as_str(),
+                            j.recipes.as_slice(),
+                            j.slots,
+                            j.lease_id.as_str(),
+                        )
+                    })
+                    .collect();
+                match &backend {
+                    Backend::Sqlite { read, write } => {
+                        let wants: Vec<sqlite::dispatch::ClaimWant> = wants
+                            .iter()
+                            .map(
+                                |&(slave, recipes, slots, lease_id)| sqlite::dispatch::ClaimWant {
+                                    slave,
+                                    recipes,
+                                    slots,
+                                    lease_id,
+                                },
+                            )
+                            .collect();
+                        sqlite::dispatch::claim_batch(
+                            sqlite::Pools { read, write },
+                            &wants,
+                            lease_ms,
+                            now,
+                        )
+                        .await
+                    }
+                    Backend::Postgres(pool) => {
+                        let wants: Vec<postgres::dispatch::ClaimWant> = wants
+                            .iter()
+                            .map(|&(slave, recipes, slots, lease_id)| {
+                                postgres::dispatch::ClaimWant {
+                                    slave,
+                                    recipes,
+                                    slots,
+                                    lease_id,
+                                }
+                            })
+                            .collect();
+                        postgres::dispatch::claim_batch(
+                            postgres::Pools {
+                                read: pool,
+                                write: pool,
+                            },
+                            &wants,
+                            lease_ms,
+                            now,
+                        )
+                        .await
+                    }
+                }
+            };
+            match result {
+                Err(e) if attempt < CLAIM_BATCH_TRIES && is_transient(&e) => continue,
+                other => break other,
+            }
+        };
+        tracing::debug!(claims = batch.len(), elapsed = ?batch_started.elapsed(), "claim batch");
+        // The claimed tasks' packages, in one read for the whole batch.
+        let result = match result {
+            Ok(claimed) => {
+                let job_ids: Vec<i64> = claimed.iter().flatten().map(|c| c.task.job_id).collect();
+                let packages = match &backend {
+                    Backend::Sqlite { read, write } => {
+                        sqlite::reads::packages(sqlite::Pools { read, write }, &job_ids).await
+                    }
+                    Backend::Postgres(pool) => {
+                        postgres::reads::packages(
+                            postgres::Pools {
+                                read: pool,
+                                write: pool,
+                            },
+                            &job_ids,
+                        )
+                        .await
+                    }
+                };
+                packages.map(|packages| {
+                    claimed
+                        .into_iter()
+                        .map(|c| {
+                            let c = c?;
+                            let package = packages.get(&c.task.job_id).cloned()?;
+                            Some((c, package))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(claimed) => {
+                for (job, claim) in batch.into_iter().zip(claimed) {
+                    let _ = job.reply.send(Ok(claim));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Times a claim batch is tried when PostgreSQL reports a deadlock or serialization failure.
+const CLAIM_BATCH_TRIES: u32 = 3;
+
+/// Whether `e` is a PostgreSQL deadlock (40P01) or serialization failure (40001): retry.
+fn is_transient(e: &MasterError) -> bool {
+    match e {
+        MasterError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+        }
+        _ => false,
+    }
+}
+
+fn build_job(
+    job: crate::backend::rows::JobRow,
+    tasks: Vec<crate::backend::rows::TaskRow>,
+) -> Result<Job, MasterError> {
+    let package = job.package()?;
+    let tasks = tasks
+        .iter()
+        .map(|t| t.to_task(package.clone()))
+        .collect::<Result<_, _>>()?;
+    Ok(Job {
+        id: job.id,
+        package,
+        submitter: job.submitter,
+        priority: job.priority as u8,
+        trigger: job.trigger_label,
+        created_at_ms: job.created_ms,
+        tasks,
+    })
+}
+
+/// 16 random bytes, hex.
+fn new_lease_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn check_lease_id(lease_id: &str) -> Result<(), MasterError> {
+    if lease_id.len() != 32 || !lease_id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(MasterError::field(
+            "lease_id",
+            "must be the 32 hex digits `claim` returned",
+        ));
+    }
+    Ok(())
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

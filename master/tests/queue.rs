@@ -1,0 +1,729 @@
+//! The queue's stories, told against the store on SQLite and on the real PostgreSQL: a task's
+//! life, lease expiry, retries, idempotent reports, fair share, cancellation, restarts.
+
+mod common;
+
+use common::{failing, job, passing, TestDb};
+use pyti_master::{Clock, MasterError, Store};
+use pyti_wire::job::{
+    AttemptOutcome, CompareRequest, JobFilter, ProgressReport, ReportOutcome, ResultReport,
+    SlaveRegistration, TaskState, Verdict,
+};
+use std::collections::HashSet;
+
+const START: i64 = 1_700_000_000_000;
+
+async fn register(store: &Store, name: &str, recipes: &[&str], slots: u32) {
+    store
+        .register(&SlaveRegistration {
+            name: name.into(),
+            recipes: recipes.iter().map(|r| r.to_string()).collect(),
+            slots,
+        })
+        .await
+        .expect("register");
+}
+
+fn report(task: &pyti_wire::job::ClaimedTask, outcome: ReportOutcome) -> ResultReport {
+    ResultReport {
+        task_id: task.task_id,
+        attempt: task.attempt,
+        lease_id: task.lease_id.clone(),
+        outcome,
+    }
+}
+
+fn infra(reason: &str) -> ReportOutcome {
+    ReportOutcome::Infrastructure {
+        reason: reason.into(),
+    }
+}
+
+async fn a_task_goes_from_queued_to_finished_with_its_raw_data(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(
+            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
+            "alice",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.task_ids.len(), 2);
+    let job_view = store.get_job(receipt.job_id).await.unwrap();
+    assert!(job_view.tasks.iter().all(|t| t.state == TaskState::Queued));
+    assert_eq!(job_view.submitter, "alice");
+
+    register(&store, "slave-1", &["debian-12"], 4).await;
+    let task = store.try_claim("slave-1").await.unwrap().expect("a task");
+    assert_eq!(task.recipe.name, "debian-12");
+    assert_eq!(task.attempt, 1);
+    assert_eq!(
+        store.get_task(task.task_id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // The slave only runs debian-12: the other task stays queued.
+    assert!(store.try_claim("slave-1").await.unwrap().is_none());
+
+    store
+        .report_progress(&ProgressReport {
+            task_id: task.task_id,
+            attempt: 1,
+            lease_id: task.lease_id.clone(),
+            phase: "booting".into(),
+            message: "cold boot".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_task(task.task_id).await.unwrap().state,
+        TaskState::Running
+    );
+
+    clock.advance_ms(5_000);
+    let r = store
+        .report_result(&report(
+            &task,
+            ReportOutcome::Raw {
+                result: passing(task.task_id, &task.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Pass));
+    assert!(!r.duplicate);
+
+    let full = store.get_task(task.task_id).await.unwrap();
+    assert_eq!(full.state, TaskState::Finished(Verdict::Pass));
+    assert_eq!(full.attempts.len(), 1);
+    let attempt = &full.attempts[0];
+    assert_eq!(
+        attempt.outcome,
+        Some(AttemptOutcome::Verdict(Verdict::Pass))
+    );
+    assert_eq!(attempt.slave, "slave-1");
+    assert_eq!(attempt.started_at_ms, Some(START));
+    assert_eq!(attempt.finished_at_ms, Some(START + 5_000));
+    assert_eq!(attempt.raw_result.as_ref().map(|r| r.steps.len()), Some(3));
+
+    let log = store.task_log(task.task_id).await.unwrap();
+    let phases: Vec<&str> = log.iter().map(|l| l.phase.as_str()).collect();
+    assert_eq!(phases, ["state", "state", "booting", "state"], "{log:?}");
+
+    // Finished tasks never change again.
+    let again = store.try_claim("slave-1").await.unwrap();
+    assert!(again.is_none());
+    store.close().await;
+}
+
+async fn a_failing_step_fails_the_task_and_is_not_retried(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    store
+        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12"], 1).await;
+    let task = store.try_claim("s").await.unwrap().unwrap();
+    let r = store
+        .report_result(&report(
+            &task,
+            ReportOutcome::Raw {
+                result: failing(task.task_id, &task.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Fail));
+    assert!(
+        store.try_claim("s").await.unwrap().is_none(),
+        "a fail is not retried"
+    );
+    store.close().await;
+}
+
+async fn a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    store
+        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    store
+        .submit(&job("attrs==99.0.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12"], 2).await;
+    let hung = store.try_claim("s").await.unwrap().unwrap();
+    let missing = store.try_claim("s").await.unwrap().unwrap();
+    let r = store
+        .report_result(&report(
+            &hung,
+            ReportOutcome::GuestTimeout {
+                detail: "the guest did not finish within 120 s".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Timeout));
+    let r = store
+        .report_result(&report(
+            &missing,
+            ReportOutcome::PackageError {
+                reason: "no such release: attrs==99.0.0".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Error));
+    assert!(
+        store.try_claim("s").await.unwrap().is_none(),
+        "neither a timeout nor a package error is retried"
+    );
+    let task = store.get_task(missing.task_id).await.unwrap();
+    assert_eq!(
+        task.attempts[0].reason.as_deref(),
+        Some("no such release: attrs==99.0.0"),
+        "the reason is kept with the attempt"
+    );
+    store.close().await;
+}
+
+async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 2).await;
+    let receipt = store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    let task_id = receipt.task_ids[0];
+    register(&store, "dead", &["debian-12"], 1).await;
+    register(&store, "alive", &["debian-12"], 1).await;
+    let first = store.try_claim("dead").await.unwrap().unwrap();
+
+    // Heartbeats keep the lease alive past its nominal end.
+    for _ in 0..3 {
+        clock.advance_ms(40_000);
+        assert_eq!(store.heartbeat("dead").await.unwrap().renewed, 1);
+        assert_eq!(store.expire_leases().await.unwrap(), 0);
+    }
+    // Then the slave goes quiet.
+    clock.advance_ms(61_000);
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Queued, 2));
+    assert_eq!(t.attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
+
+    // The dead slave's late report is refused and changes nothing.
+    let late = store
+        .report_result(&report(
+            &first,
+            ReportOutcome::Raw {
+                result: passing(task_id, &first.recipe),
+            },
+        ))
+        .await;
+    assert!(
+        matches!(late, Err(MasterError::StaleLease { .. })),
+        "{late:?}"
+    );
+    let late_progress = store
+        .report_progress(&ProgressReport {
+            task_id,
+            attempt: 1,
+            lease_id: first.lease_id.clone(),
+            phase: "late".into(),
+            message: String::new(),
+        })
+        .await;
+    assert!(matches!(late_progress, Err(MasterError::StaleLease { .. })));
+
+    let second = store.try_claim("alive").await.unwrap().unwrap();
+    assert_eq!((second.task_id, second.attempt), (task_id, 2));
+    // Attempts run out: the second expiry gives up with tmpfail.
+    clock.advance_ms(61_000);
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Finished(Verdict::Tmpfail));
+    assert_eq!(t.attempts.len(), 2);
+    store.close().await;
+}
+
+async fn infrastructure_failures_are_retried_up_to_max_attempts(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12"], 1).await;
+    for attempt in 1..=3u32 {
+        let task = store.try_claim("s").await.unwrap().expect("requeued");
+        assert_eq!(task.attempt, attempt);
+        let r = store
+            .report_result(&report(&task, infra("VM did not boot")))
+            .await
+            .unwrap();
+        assert_eq!(r.attempt_outcome, AttemptOutcome::Verdict(Verdict::Tmpfail));
+        let expected = if attempt < 3 {
+            TaskState::Queued
+        } else {
+            TaskState::Finished(Verdict::Tmpfail)
+        };
+        assert_eq!(r.state, expected);
+    }
+    assert!(store.try_claim("s").await.unwrap().is_none());
+    let t = store.get_task(receipt.task_ids[0]).await.unwrap();
+    assert_eq!(t.attempts.len(), 3, "every attempt is kept");
+    assert!(t
+        .attempts
+        .iter()
+        .all(|a| a.reason.as_deref() == Some("VM did not boot")));
+    store.close().await;
+}
+
+async fn a_repeated_report_neither_duplicates_nor_overwrites(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    let task_id = receipt.task_ids[0];
+    register(&store, "s", &["debian-12"], 1).await;
+
+    // Attempt 1 ends with an infrastructure failure, reported twice.
+    let first = store.try_claim("s").await.unwrap().unwrap();
+    let r1 = report(&first, infra("disk full"));
+    assert!(!store.report_result(&r1).await.unwrap().duplicate);
+    let again = store.report_result(&r1).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        again.attempt_outcome,
+        AttemptOutcome::Verdict(Verdict::Tmpfail)
+    );
+
+    // Attempt 2 passes; the repeat of attempt 1's report does not touch it.
+    let second = store.try_claim("s").await.unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    let r2 = report(
+        &second,
+        ReportOutcome::Raw {
+            result: passing(task_id, &second.recipe),
+        },
+    );
+    assert_eq!(
+        store.report_result(&r2).await.unwrap().state,
+        TaskState::Finished(Verdict::Pass)
+    );
+    assert!(store.report_result(&r1).await.unwrap().duplicate);
+    assert!(store.report_result(&r2).await.unwrap().duplicate);
+
+    // A different report for an ended attempt is a conflict.
+    let other = report(
+        &second,
+        ReportOutcome::Raw {
+            result: failing(task_id, &second.recipe),
+        },
+    );
+    assert!(matches!(
+        store.report_result(&other).await,
+        Err(MasterError::Conflict(_))
+    ));
+    // A wrong lease id is refused.
+    let mut forged = r2.clone();
+    forged.lease_id = "0".repeat(32);
+    assert!(matches!(
+        store.report_result(&forged).await,
+        Err(MasterError::StaleLease { .. })
+    ));
+
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Finished(Verdict::Pass));
+    let outcomes: Vec<_> = t.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Some(AttemptOutcome::Verdict(Verdict::Tmpfail)),
+            Some(AttemptOutcome::Verdict(Verdict::Pass))
+        ]
+    );
+    store.close().await;
+}
+
+async fn dispatch_serves_priority_first_then_shares_fairly_between_submitters(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    // A bulk submitter with 30 jobs, then a small one with 3, then one urgent job.
+    for i in 0..30 {
+        store
+            .submit(
+                &job(&format!("bulk==1.{i}"), &["debian-12"], 5),
+                "bulk",
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        store
+            .submit(
+                &job(&format!("small==1.{i}"), &["debian-12"], 5),
+                "small",
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .submit(&job("urgent==1.0", &["debian-12"], 9), "bulk", false)
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12"], 100).await;
+    let mut order = Vec::new();
+    for _ in 0..8 {
+        let t = store.try_claim("s").await.unwrap().unwrap();
+        let job = store.get_job(t.job_id).await.unwrap();
+        order.push(job.package.name_version().0);
+    }
+    assert_eq!(order[0], "urgent", "{order:?}");
+    // The small submitter's 3 tasks are served within the next 6 claims, alternating.
+    let small_positions: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| *n == "small")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(small_positions.len(), 3, "{order:?}");
+    assert!(small_positions.iter().all(|&i| i <= 6), "{order:?}");
+    store.close().await;
+}
+
+async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    store
+        .submit(&job("a==1", &["other-distro"], 5), "alice", false)
+        .await
+        .unwrap();
+    store
+        .submit(&job("b==1", &["other-distro"], 5), "alice", false)
+        .await
+        .unwrap();
+    register(&store, "debian-only", &["debian-12"], 4).await;
+    register(&store, "other", &["other-distro"], 1).await;
+    assert!(store.try_claim("debian-only").await.unwrap().is_none());
+    let t = store.try_claim("other").await.unwrap().unwrap();
+    assert_eq!(t.recipe.name, "other-distro");
+    assert!(
+        store.try_claim("other").await.unwrap().is_none(),
+        "one slot, one task"
+    );
+    store
+        .report_result(&report(
+            &t,
+            ReportOutcome::Raw {
+                result: passing(t.task_id, &t.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store.try_claim("other").await.unwrap().is_some(),
+        "the slot is free again"
+    );
+    // Unknown slaves must register first.
+    assert!(matches!(
+        store.try_claim("nobody").await,
+        Err(MasterError::NotFound { .. })
+    ));
+    store.close().await;
+}
+
+async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(
+            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
+            "alice",
+            false,
+        )
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12"], 1).await;
+    let running = store.try_claim("s").await.unwrap().unwrap();
+    assert!(matches!(
+        store.cancel(receipt.job_id, Some("mallory")).await,
+        Err(MasterError::InvalidField { .. })
+    ));
+    let c = store.cancel(receipt.job_id, Some("alice")).await.unwrap();
+    assert_eq!((c.cancelled, c.stopping), (1, 1));
+    assert_eq!(
+        store.heartbeat("s").await.unwrap().cancel,
+        vec![running.task_id]
+    );
+    let r = store
+        .report_result(&report(&running, infra("stopped: job cancelled")))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Cancelled);
+    let job_view = store.get_job(receipt.job_id).await.unwrap();
+    assert!(job_view.is_done());
+    assert!(job_view
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::Cancelled));
+    store.close().await;
+}
+
+async fn reopening_the_database_loses_nothing(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(
+            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
+            "alice",
+            false,
+        )
+        .await
+        .unwrap();
+    register(&store, "s", &["debian-12", "other-distro"], 2).await;
+    let leased = store.try_claim("s").await.unwrap().unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = db.store(&clock, 3).await;
+    let job_view = store.get_job(receipt.job_id).await.unwrap();
+    let states: Vec<TaskState> = job_view.tasks.iter().map(|t| t.state).collect();
+    assert!(
+        states.contains(&TaskState::Leased) && states.contains(&TaskState::Queued),
+        "{states:?}"
+    );
+    // The lease survived: the slave reports to the new master process.
+    let r = store
+        .report_result(&report(
+            &leased,
+            ReportOutcome::Raw {
+                result: passing(leased.task_id, &leased.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Pass));
+    // The slave registration survived too.
+    let next = store.try_claim("s").await.unwrap().unwrap();
+    assert_ne!(next.task_id, leased.task_id);
+    store.close().await;
+}
+
+async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    register(&store, "s", &["debian-12", "other-distro"], 10).await;
+    // demo 1.0 passes everywhere; 2.0 fails on debian-12 only.
+    for (version, debian_passes) in [("1.0", true), ("2.0", false)] {
+        store
+            .submit(
+                &job(
+                    &format!("demo=={version}"),
+                    &["debian-12", "other-distro"],
+                    5,
+                ),
+                "alice",
+                false,
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let t = store.try_claim("s").await.unwrap().unwrap();
+            let raw = if t.recipe.name == "debian-12" && !debian_passes {
+                failing(t.task_id, &t.recipe)
+            } else {
+                passing(t.task_id, &t.recipe)
+            };
+            store
+                .report_result(&report(&t, ReportOutcome::Raw { result: raw }))
+                .await
+                .unwrap();
+        }
+        clock.advance_ms(1000);
+    }
+    store
+        .submit(&job("other==1", &["debian-12"], 5), "bob", false)
+        .await
+        .unwrap();
+
+    let all = store.list_jobs(&JobFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].submitter, "bob", "newest first");
+    let by = |f: JobFilter| {
+        let store = &store;
+        async move { store.list_jobs(&f).await.unwrap().len() }
+    };
+    assert_eq!(
+        by(JobFilter {
+            package: Some("Demo".into()),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        by(JobFilter {
+            submitter: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        by(JobFilter {
+            status: Some("fail".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        by(JobFilter {
+            status: Some("queued".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        by(JobFilter {
+            recipe: Some("other-distro".into()),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        by(JobFilter {
+            since_ms: Some(START + 1000),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        by(JobFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert!(matches!(
+        store.list_jobs(&JobFilter { status: Some("bogus".into()), ..Default::default() }).await,
+        Err(MasterError::InvalidField { field, .. }) if field == "status"
+    ));
+
+    let cmp = store
+        .compare(&CompareRequest {
+            package: "demo".into(),
+            recipes: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(cmp.versions, ["1.0", "2.0"]);
+    assert_eq!(cmp.cells.len(), 4);
+    assert_eq!(cmp.regressions.len(), 1, "{cmp:?}");
+    let reg = &cmp.regressions[0];
+    assert_eq!(
+        (
+            reg.recipe.as_str(),
+            reg.from_version.as_str(),
+            reg.to_version.as_str()
+        ),
+        ("debian-12", "1.0", "2.0")
+    );
+    assert_eq!((reg.from, reg.to), (Verdict::Pass, Verdict::Fail));
+    store.close().await;
+}
+
+async fn many_concurrent_claimers_take_every_task_exactly_once(db: &TestDb) {
+    let clock = Clock::System;
+    // Two store instances stand for two masters on one database.
+    let stores = [
+        std::sync::Arc::new(db.store(&clock, 3).await),
+        std::sync::Arc::new(db.store(&clock, 3).await),
+    ];
+    const TASKS: usize = 200;
+    const CLAIMERS_PER_MASTER: usize = 8;
+    let mut expected = HashSet::new();
+    for i in 0..TASKS / 2 {
+        let r = stores[i % 2]
+            .submit(
+                &job(
+                    &format!("pkg{i}==1.0"),
+                    &["debian-12", "other-distro"],
+                    (i % 10 + 1) as u8,
+                ),
+                &format!("user{}", i % 3),
+                false,
+            )
+            .await
+            .unwrap();
+        expected.extend(r.task_ids);
+    }
+    let mut claimers = Vec::new();
+    for (m, store) in stores.iter().enumerate() {
+        for c in 0..CLAIMERS_PER_MASTER {
+            let store = store.clone();
+            let name = format!("slave-{m}-{c}");
+            claimers.push(tokio::spawn(async move {
+                store
+                    .register(&SlaveRegistration {
+                        name: name.clone(),
+                        recipes: vec!["debian-12".into(), "other-distro".into()],
+                        slots: 1000,
+                    })
+                    .await
+                    .unwrap();
+                let mut got = Vec::new();
+                loop {
+                    match store.try_claim(&name).await {
+                        Ok(Some(t)) => got.push(t.task_id),
+                        Ok(None) => break,
+                        Err(MasterError::Conflict(_)) => continue,
+                        Err(e) => panic!("claim failed: {e}"),
+                    }
+                }
+                got
+            }));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for c in claimers {
+        for id in c.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "task {id} was claimed twice");
+        }
+    }
+    assert_eq!(total, TASKS);
+    assert_eq!(seen, expected);
+    for s in &stores {
+        s.close().await;
+    }
+}
+
+on_both_databases!(
+    a_task_goes_from_queued_to_finished_with_its_raw_data,
+    a_failing_step_fails_the_task_and_is_not_retried,
+    a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry,
+    an_expired_lease_requeues_the_task_with_the_next_attempt,
+    infrastructure_failures_are_retried_up_to_max_attempts,
+    a_repeated_report_neither_duplicates_nor_overwrites,
+    dispatch_serves_priority_first_then_shares_fairly_between_submitters,
+    a_slave_gets_only_its_recipes_and_at_most_its_slots,
+    cancelling_a_job_stops_queued_and_running_tasks,
+    reopening_the_database_loses_nothing,
+    list_jobs_filters_and_compare_finds_regressions,
+    many_concurrent_claimers_take_every_task_exactly_once,
+);

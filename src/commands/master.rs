@@ -1,0 +1,103 @@
+//! `pyti master`: serve the queue and API, or manage its tokens.
+
+use crate::cli::{MasterArgs, MasterCommand, MasterServeArgs, TokenCommand, TokenRole};
+use anyhow::Context;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use pyti_master::tokens::{self, Role};
+use pyti_master::{Master, MasterConfig, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The database used when none is given: a SQLite file in the user's data directory.
+pub fn default_database() -> anyhow::Result<String> {
+    let dir = dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from(".local/share"))
+        .join("pyti");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("master.sqlite").display().to_string())
+}
+
+fn database(given: Option<String>) -> anyhow::Result<String> {
+    given.map(Ok).unwrap_or_else(default_database)
+}
+
+pub fn run(args: MasterArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    match args.command {
+        None => runtime.block_on(serve(args.serve)),
+        Some(MasterCommand::Token(command)) => runtime.block_on(token(command)),
+    }
+}
+
+async fn serve(args: MasterServeArgs) -> anyhow::Result<ExitCode> {
+    let config = MasterConfig {
+        listen: args.listen,
+        database_url: database(args.database)?,
+        recipes_dir: args.recipes.recipes_dir,
+        ..MasterConfig::default()
+    };
+    let database = config.database_url.clone();
+    let master = Master::open(config).await?;
+    tracing::info!(address = %master.local_addr(), %database, "master serving JSON-RPC (HTTP + WebSocket), /health and /metrics");
+    eprintln!(
+        "pyti master on http://{} (database {database}); stop with Ctrl-C",
+        master.local_addr()
+    );
+    master.serve(super::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_store(database: Option<String>) -> anyhow::Result<Store> {
+    let url = self::database(database)?;
+    Store::open_admin(&url)
+        .await
+        .with_context(|| format!("opening the master's database {url}"))
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Add {
+            name,
+            role,
+            database,
+        } => {
+            let store = open_store(database).await?;
+            let role = match role {
+                TokenRole::Slave => Role::Slave,
+                TokenRole::Submitter => Role::Submitter,
+                TokenRole::Reader => Role::Reader,
+                TokenRole::Admin => Role::Admin,
+            };
+            let secret = tokens::add(&store, &name, role).await?;
+            eprintln!(
+                "token `{name}` ({}) created; it is shown only once:",
+                role.as_str()
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { database } => {
+            let store = open_store(database).await?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(["name", "role", "created", "revoked"]);
+            for t in tokens::list(&store).await? {
+                table.add_row([
+                    t.name,
+                    t.role.as_str().to_string(),
+                    super::format_ms(t.created_at_ms),
+                    t.revoked_at_ms.map(super::format_ms).unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+        TokenCommand::Revoke { name, database } => {
+            let store = open_store(database).await?;
+            if tokens::revoke(&store, &name).await? {
+                println!("token `{name}` revoked");
+            } else {
+                anyhow::bail!("no active token named `{name}` (see `pyti master token list`)");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,0 @@
-//! Guest images built from distribution packages (see the crate overview).

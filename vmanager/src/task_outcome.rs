@@ -1,0 +1,43 @@
+//! What a task's guest did, and how long each phase of getting it there took.
+
+use crate::warm_snapshot::RevertPath;
+use pyti_wire::agent_protocol::AgentMessage;
+use std::time::Duration;
+
+/// How a task's guest run ended. Guest misbehaviour is an outcome, not an error: the slot has
+/// already been cleaned up and can take the next task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// The agent reported `Done` for this task: `result.json` is on the I/O disk.
+    Done(AgentMessage),
+    /// The agent reported `Failed`: it could not run the task; nothing to extract.
+    AgentFailed(AgentMessage),
+    /// No `Done` before the deadline; the guest was destroyed.
+    Overrun { deadline: Duration },
+    /// The guest stopped (crash, panic, power-off) before reporting; `detail` has the evidence.
+    GuestDied { detail: String },
+}
+
+/// A finished task: its outcome and where the time went.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    pub outcome: TaskOutcome,
+    pub timings: PhaseTimings,
+}
+
+/// Phase durations of one task (phases a mode does not have are `None`).
+#[derive(Debug, Clone, Default)]
+pub struct PhaseTimings {
+    /// Cold: starting QEMU until the agent's `Ready`.
+    pub boot_to_ready: Option<Duration>,
+    /// Warm: hot-plugging the I/O disk.
+    pub attach: Option<Duration>,
+    /// I/O disk given to the guest until `Done` (or the deadline).
+    pub run: Duration,
+    /// Warm: the guest releasing the I/O disk after `Done`.
+    pub detach: Option<Duration>,
+    /// Warm: returning to the warm snapshot after the task (or before it, after a failure).
+    pub revert: Option<Duration>,
+    /// Warm: whether that revert kept QEMU alive.
+    pub revert_path: Option<RevertPath>,
+}
