@@ -8,10 +8,10 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "host set-up (scripts/setup-host.sh)"
 scripts/setup-host.sh
-say "build (cargo build --release)"
-cargo build --release --locked --bins
-pyti=target/release/pyti
-export PYTI_AGENT="$PWD/target/release/pyti-agent"
+say "build (cargo build --bins)"
+cargo build --locked --bins
+pyti=target/debug/pyti
+export PYTI_AGENT="$PWD/target/debug/pyti-agent"
 
 say "pyti doctor"
 "$pyti" doctor

@@ -28,9 +28,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
+# The host stack, plus what the shipped recipes' guests are built from (supermin copies the host's
+# installed packages into the image): python3 with venv, pip, setuptools, wheel, procps, certificates.
 packages=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
-          libguestfs-dev libguestfs-tools nbdkit supermin e2fsprogs python3-venv python3-pip
-          linux-image-amd64 pkg-config gcc)
+          libguestfs-dev libguestfs-tools nbdkit supermin e2fsprogs linux-image-amd64 pkg-config gcc
+          python3 python3-venv python3-pip python3-setuptools python3-wheel procps ca-certificates)
 [ "$want_postgres" = 1 ] && packages+=(postgresql)
 
 missing=()

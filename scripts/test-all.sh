@@ -11,9 +11,9 @@ export LIBGUESTFS_BACKEND="${LIBGUESTFS_BACKEND:-direct}"
 # Build every binary first: the image tests bake target/debug/pyti-agent into the guest.
 cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doctests: run them first, so nextest's summary closes the run.
+  cargo test --workspace --locked --doc --quiet
   cargo nextest run --workspace --locked --no-tests=warn "$@"
-  # nextest does not run doctests.
-  cargo test --workspace --locked --doc
 else
   echo "cargo-nextest not found: using cargo test (real-VM tests run one at a time)" >&2
   cargo test --workspace --locked -- --test-threads=1 "$@"

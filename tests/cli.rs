@@ -123,3 +123,36 @@ fn recipes_list_and_show_describe_the_shipped_recipe() {
         assert!(text.contains(expected), "show lacks {expected}:\n{text}");
     }
 }
+
+#[test]
+fn real_host_doctor_names_the_accelerator_with_a_reason_and_passes() {
+    let out = pyti(&["doctor"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}\n{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("│ ")).collect();
+    for check in [
+        "libvirt",
+        "virtlogd",
+        "qemu",
+        "accelerator",
+        "supermin",
+        "guest kernel",
+        "libguestfs",
+        "nbdkit",
+        "disk space",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("│ {check} ")))
+            .unwrap_or_else(|| panic!("no `{check}` row in:\n{text}"));
+        if check == "accelerator" {
+            // KVM where it works; on hosts like the CI machine, TCG with the probe's evidence.
+            assert!(
+                row.contains("KVM:") || (row.contains("warn") && row.contains("TCG fallback")),
+                "{row}"
+            );
+        } else {
+            assert!(row.contains(" ok "), "`{check}` is not green:\n{text}");
+        }
+    }
+}

@@ -4,7 +4,6 @@ use super::package_arg::package_spec;
 use super::report::{self, JobResults};
 use crate::cli::{CancelArgs, MasterConnection, ResultsArgs, StatusArgs, SubmitArgs};
 use anyhow::Context;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use jsonrpsee::http_client::HttpClient;
 use pyti_wire::client::http_client;
 use pyti_wire::job::{JobFilter, JobId, JobSpec};
@@ -113,8 +112,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             })
             .await
             .call_context(|| format!("listing jobs on {}", args.connection.master))?;
-        let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED);
+        let mut table = super::new_table();
         table.set_header([
             "job",
             "package",

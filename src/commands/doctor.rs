@@ -1,9 +1,10 @@
 //! `pyti doctor`: checks the host and prints what to do about each failure.
 
 use crate::cli::DoctorArgs;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use comfy_table::{Cell, Color};
 use indicatif::{ProgressBar, ProgressStyle};
 use pyti_diskhandler::host_check as disk;
+use pyti_vmanager::accel::ResolvedAccel;
 use pyti_vmanager::host_check as host;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,8 +127,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     });
     spinner.finish_and_clear();
 
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = super::new_table();
     table.set_header(["check", "status", "found / what to do"]);
     let mut failed = 0;
     for row in rows {
@@ -155,13 +155,21 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 
 /// Probes the accelerator; returns the row and whether libguestfs must use TCG too.
 fn accel(uri: &str) -> (Row, bool) {
-    let _ = uri;
-    (
-        Row {
-            check: "accelerator",
-            status: Status::Warn,
-            detail: "probe pending".into(),
+    match pyti_vmanager::accel::probe_accel(uri) {
+        Ok(decision) => match decision.accel {
+            ResolvedAccel::Kvm => (Row::ok("accelerator", format!("KVM: {}", decision.reason)), false),
+            ResolvedAccel::Tcg => (
+                Row {
+                    check: "accelerator",
+                    status: Status::Warn,
+                    detail: format!(
+                        "TCG fallback (guests ~10x slower): {}. Works as is; for speed run on a host where KVM guests start",
+                        decision.reason
+                    ),
+                },
+                true,
+            ),
         },
-        true,
-    )
+        Err(e) => (Row::fail("accelerator", e), true),
+    }
 }

@@ -2,7 +2,6 @@
 
 use crate::cli::{MasterArgs, MasterCommand, MasterServeArgs, TokenCommand, TokenRole};
 use anyhow::Context;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pyti_master::tokens::{self, Role};
 use pyti_master::{Master, MasterConfig, Store};
 use std::path::PathBuf;
@@ -77,8 +76,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { database } => {
             let store = open_store(database).await?;
-            let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED);
+            let mut table = super::new_table();
             table.set_header(["name", "role", "created", "revoked"]);
             for t in tokens::list(&store).await? {
                 table.add_row([

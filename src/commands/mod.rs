@@ -50,3 +50,16 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// A table for people: compact borders, wrapped to the terminal (or to 120 columns when the
+/// output is not a terminal, e.g. piped into a log).
+pub fn new_table() -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if table.width().is_none() {
+        table.set_width(120);
+    }
+    table
+}

@@ -2,7 +2,6 @@
 
 use crate::cli::{RecipeDirArg, RecipesCommand};
 use anyhow::{bail, Context};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pyti_wire::recipe::{Recipe, RecipeError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,8 +72,7 @@ pub fn recipe_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn list(dir: &RecipeDirArg) -> anyhow::Result<ExitCode> {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = super::new_table();
     table.set_header([
         "recipe",
         "distribution",
@@ -175,8 +173,7 @@ fn show(recipe: &Recipe) -> anyhow::Result<ExitCode> {
         ("prepare (once per guest)", &recipe.prepare),
         ("steps (per task)", &recipe.steps),
     ] {
-        let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED);
+        let mut table = super::new_table();
         table.set_header(["step", "timeout", "fails task", "command"]);
         for s in steps {
             table.add_row([

@@ -1,6 +1,6 @@
 //! Showing a job's results: tables for people, JSON for programs, JUnit XML for CI systems.
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use comfy_table::{Cell, Color, Table};
 use pyti_wire::job::{Job, Task, TaskState, Verdict};
 use pyti_wire::raw_data::{RawResult, StepOutcome};
 use serde::Serialize;
@@ -72,8 +72,7 @@ fn state_cell(state: TaskState) -> Cell {
 
 /// One row per task: recipe, status, per-step exit codes and times, attempts.
 pub fn summary_table(results: &JobResults) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = super::new_table();
     table.set_header([
         "task",
         "recipe",
@@ -125,8 +124,7 @@ pub fn step_details(task: &Task) -> String {
         "task {} ({}): agent {}, kernel {}, {}\n",
         task.id, task.recipe, raw.agent_version, raw.guest_kernel, raw.interpreter_version
     );
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = super::new_table();
     table.set_header([
         "step",
         "outcome",
