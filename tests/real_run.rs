@@ -4,6 +4,8 @@
 //! Each test uses a fresh data directory (a fresh master database) and the user's shared image
 //! and wheelhouse caches, so the guest image is built once for the whole suite.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -85,53 +87,18 @@ fn real_run_six_from_pypi_passes_and_json_and_junit_agree() {
     assert!(!xml.contains("<failure"), "{xml}");
 }
 
-/// Writes a minimal sdist whose `setup.py` leaves a marker file wherever it runs and whose test
-/// fails with a recognisable assertion.
-fn failing_sdist(dir: &Path, marker: &Path) -> std::path::PathBuf {
-    let root = dir.join("pyti_failing_demo-0.1");
-    std::fs::create_dir_all(root.join("pyti_failing_demo")).unwrap();
-    std::fs::create_dir_all(root.join("tests")).unwrap();
-    std::fs::write(
-        root.join("PKG-INFO"),
-        "Metadata-Version: 2.2\nName: pyti_failing_demo\nVersion: 0.1\nSummary: a package whose test fails\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("setup.py"),
-        format!(
-            "import pathlib\npathlib.Path({marker:?}).write_text('setup.py ran here')\n\
-             from setuptools import setup\nsetup(name='pyti_failing_demo', version='0.1', packages=['pyti_failing_demo'])\n",
-            marker = marker.display().to_string()
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("pyti_failing_demo/__init__.py"), "ANSWER = 41\n").unwrap();
-    std::fs::write(root.join("tests/__init__.py"), "").unwrap();
-    std::fs::write(
-        root.join("tests/test_answer.py"),
-        "import unittest\nimport pyti_failing_demo\n\nclass Answer(unittest.TestCase):\n    def test_answer(self):\n        self.assertEqual(pyti_failing_demo.ANSWER, 42, 'PYTI-EXPECTED-FAILURE')\n",
-    )
-    .unwrap();
-    let sdist = dir.join("pyti_failing_demo-0.1.tar.gz");
-    let status = Command::new("tar")
-        .arg("-czf")
-        .arg(&sdist)
-        .arg("-C")
-        .arg(dir)
-        .arg("pyti_failing_demo-0.1")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    sdist
-}
-
 #[test]
 fn real_run_local_sdist_with_failing_test_fails_and_never_runs_setup_py_on_the_host() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let marker = Path::new("/tmp").join(format!("pyti-host-marker-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
-    let sdist = failing_sdist(work.path(), &marker);
+    let sdist = common::sdist(
+        work.path(),
+        "pyti_failing_demo",
+        "self.assertEqual(pyti_failing_demo.ANSWER, 42, 'PYTI-EXPECTED-FAILURE')",
+        Some(&marker),
+    );
 
     let out = pyti_run(data.path(), &[sdist.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
@@ -169,5 +136,39 @@ fn real_run_local_sdist_with_failing_test_fails_and_never_runs_setup_py_on_the_h
         !marker.exists(),
         "setup.py ran on the host: {} exists",
         marker.display()
+    );
+}
+
+#[test]
+fn real_run_a_test_that_reaches_for_the_network_fails_in_the_offline_guest() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sdist = common::sdist(
+        work.path(),
+        "pyti_network_demo",
+        "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=5).close()",
+        None,
+    );
+    let out = pyti_run(data.path(), &[sdist.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let results: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", explain(&out)));
+    assert_eq!(
+        results["tasks"][0]["state"]["verdict"], "fail",
+        "{results:#}"
+    );
+    let test = steps(&results)
+        .into_iter()
+        .find(|s| s["name"] == "test")
+        .unwrap_or_default();
+    assert_eq!(test["outcome"]["code"], 1, "{test:#}");
+    let stderr = format!(
+        "{}{}",
+        test["stderr"]["head"].as_str().unwrap_or(""),
+        test["stderr"]["tail"].as_str().unwrap_or("")
+    );
+    assert!(
+        stderr.contains("Network is unreachable") || stderr.contains("OSError"),
+        "the connection attempt fails inside the guest: {test:#}"
     );
 }

@@ -115,10 +115,17 @@ pub async fn build_images(
             events.clone(),
         );
         let built = tokio::task::spawn_blocking(move || {
-            image::build(&recipe2, &agent, &ImageCache::new(cache), &mut |phase| {
+            image::build(&recipe2, &agent, &ImageCache::new(cache), &mut |progress| {
+                let phase = match progress {
+                    image::BuildPhase::Started { phase } => phase.name().to_string(),
+                    image::BuildPhase::Finished { phase, elapsed } => {
+                        format!("{} done in {:.1} s", phase.name(), elapsed.as_secs_f64())
+                    }
+                    image::BuildPhase::CacheHit { .. } => "cached".to_string(),
+                };
                 events(SlaveEvent::Image {
                     recipe: recipe2.name.clone(),
-                    phase: format!("{phase:?}"),
+                    phase,
                 })
             })
         })
