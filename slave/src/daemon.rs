@@ -317,7 +317,7 @@ where
 
 /// Sends every stored report; keeps those the master could not be reached for.
 async fn deliver_pending(client: &HttpClient, outbox: &Outbox, stop: &watch::Receiver<bool>) {
-    let pending = match outbox.pending() {
+    let pending = match outbox.pending().await {
         Ok(pending) => pending,
         Err(e) => {
             tracing::error!("reading the outbox: {e}");
@@ -337,7 +337,7 @@ async fn deliver_pending(client: &HttpClient, outbox: &Outbox, stop: &watch::Rec
                     duplicate = receipt.duplicate,
                     "delivered a stored result"
                 );
-                let _ = outbox.remove(&entry);
+                let _ = outbox.remove(&entry).await;
             }
             Some(Err(e)) => {
                 // The master refused it for good (stale lease, cancelled task): keep nothing.
@@ -345,7 +345,7 @@ async fn deliver_pending(client: &HttpClient, outbox: &Outbox, stop: &watch::Rec
                     task = report.task_id,
                     "the master refused a stored result: {e}"
                 );
-                let _ = outbox.remove(&entry);
+                let _ = outbox.remove(&entry).await;
             }
             None => return,
         }
@@ -469,7 +469,7 @@ impl SlotWorker {
 
     /// Stores the report, sends it, and forgets it once acknowledged.
     async fn deliver(&self, report: ResultReport, stop: &watch::Receiver<bool>) {
-        let entry = match self.outbox.store(&report) {
+        let entry = match self.outbox.store(&report).await {
             Ok(entry) => Some(entry),
             Err(e) => {
                 tracing::error!("cannot store a result before sending it: {e}");
@@ -486,7 +486,7 @@ impl SlotWorker {
         {
             Some(Ok(_)) | Some(Err(_)) => {
                 if let Some(entry) = entry {
-                    let _ = self.outbox.remove(&entry);
+                    let _ = self.outbox.remove(&entry).await;
                 }
             }
             None => tracing::warn!(

@@ -32,6 +32,18 @@ pub enum OutboxError {
     Encode(#[from] serde_json::Error),
 }
 
+/// Runs outbox file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, OutboxError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(OutboxError::Io {
+            path: PathBuf::from("<outbox>"),
+            source: std::io::Error::other(format!("outbox task failed: {e}")),
+        })
+    })
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
     move |source| OutboxError::Io {
         path: path.to_path_buf(),
@@ -52,8 +64,26 @@ impl Outbox {
             .join(format!("{}.{}.json", report.task_id, report.attempt))
     }
 
-    /// Stores `report` durably (write, fsync, rename) and returns its entry's path.
-    pub fn store(&self, report: &ResultReport) -> Result<PathBuf, OutboxError> {
+    /// Stores `report` durably (write, fsync, rename) and returns its entry's path. The file
+    /// work runs on the blocking pool, never on the async executor.
+    pub async fn store(&self, report: &ResultReport) -> Result<PathBuf, OutboxError> {
+        let (outbox, report) = (self.clone(), report.clone());
+        blocking(move || outbox.store_now(&report)).await
+    }
+
+    /// Forgets an entry once the master acknowledged it.
+    pub async fn remove(&self, entry: &Path) -> Result<(), OutboxError> {
+        let (outbox, entry) = (self.clone(), entry.to_path_buf());
+        blocking(move || outbox.remove_now(&entry)).await
+    }
+
+    /// Every pending report, oldest first; unreadable entries are moved aside and logged.
+    pub async fn pending(&self) -> Result<Vec<(PathBuf, ResultReport)>, OutboxError> {
+        let outbox = self.clone();
+        blocking(move || outbox.pending_now()).await
+    }
+
+    fn store_now(&self, report: &ResultReport) -> Result<PathBuf, OutboxError> {
         let path = self.entry_path(report);
         let temp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(report)?;
@@ -67,16 +97,14 @@ impl Outbox {
         Ok(path)
     }
 
-    /// Forgets an entry once the master acknowledged it.
-    pub fn remove(&self, entry: &Path) -> Result<(), OutboxError> {
+    fn remove_now(&self, entry: &Path) -> Result<(), OutboxError> {
         match std::fs::remove_file(entry) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(entry)(e)),
             _ => Ok(()),
         }
     }
 
-    /// Every pending report, oldest first; unreadable entries are moved aside and logged.
-    pub fn pending(&self) -> Result<Vec<(PathBuf, ResultReport)>, OutboxError> {
+    fn pending_now(&self) -> Result<Vec<(PathBuf, ResultReport)>, OutboxError> {
         let mut entries: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)
             .map_err(io(&self.dir))?
             .filter_map(|e| e.ok())
@@ -107,5 +135,64 @@ impl Outbox {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyti_wire::job::ReportOutcome;
+
+    fn report(task_id: i64, attempt: u32) -> ResultReport {
+        ResultReport {
+            task_id,
+            attempt,
+            lease_id: "lease-1".into(),
+            outcome: ReportOutcome::Infrastructure {
+                reason: "the VM did not boot".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_report_survives_until_removed_and_a_reopen_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let entry = outbox.store(&report(7, 2)).await.unwrap();
+        outbox.store(&report(8, 1)).await.unwrap();
+
+        let reopened = Outbox::open(dir.path()).unwrap();
+        let pending = reopened.pending().await.unwrap();
+        let mut ids: Vec<(i64, u32)> = pending
+            .iter()
+            .map(|(_, r)| (r.task_id, r.attempt))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [(7, 2), (8, 1)]);
+        assert_eq!(
+            pending.iter().find(|(_, r)| r.task_id == 7).unwrap().1,
+            report(7, 2)
+        );
+
+        reopened.remove(&entry).await.unwrap();
+        reopened.remove(&entry).await.unwrap(); // removing twice is fine
+        let left: Vec<i64> = reopened
+            .pending()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.task_id)
+            .collect();
+        assert_eq!(left, [8]);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_entry_is_moved_aside_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("9.1.json"), b"{ not json").unwrap();
+        assert!(outbox.pending().await.unwrap().is_empty());
+        assert!(dir.path().join("9.1.damaged").exists());
+        assert!(!dir.path().join("9.1.json").exists());
     }
 }

@@ -82,8 +82,12 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Ok(v) => Row::ok("supermin", v),
         Err(e) => Row::fail("supermin", e),
     });
-    rows.push(match host::host_kernel() {
-        Ok(k) => Row::ok("guest kernel", k.display().to_string()),
+    // The same lookup the image builder uses, so doctor names the kernel images will boot.
+    rows.push(match pyti_vmanager::image::find_host_kernel() {
+        Ok(k) => Row::ok(
+            "guest kernel",
+            format!("{} ({})", k.release, k.bzimage.display()),
+        ),
         Err(e) => Row::fail("guest kernel", e),
     });
     if args.skip_appliance {

@@ -44,7 +44,7 @@ fn host_recipe() -> String {
 /// Live display: one line per task with its phase and elapsed time.
 struct Progress {
     bars: MultiProgress,
-    tasks: Mutex<HashMap<i64, (ProgressBar, Instant)>>,
+    tasks: Mutex<HashMap<i64, ProgressBar>>,
     image: ProgressBar,
 }
 
@@ -70,12 +70,12 @@ impl Progress {
             }
             SlaveEvent::Phase { slot, task, phase } => {
                 let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                let (bar, _) = tasks.entry(task).or_insert_with(|| {
+                let bar = tasks.entry(task).or_insert_with(|| {
                     let bar = self
                         .bars
                         .add(ProgressBar::new_spinner().with_style(style()));
                     bar.enable_steady_tick(Duration::from_millis(120));
-                    (bar, Instant::now())
+                    bar
                 });
                 bar.set_message(format!("task {task} (slot {slot}): {phase}"));
             }
@@ -92,7 +92,7 @@ impl Progress {
 
     fn finish(&self) {
         self.image.finish_and_clear();
-        for (bar, _) in self
+        for bar in self
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -23,8 +23,6 @@ pub enum HostProblem {
         package: String,
         detail: String,
     },
-    #[error("no readable kernel in /boot ({detail}): install `linux-image-amd64` and make /boot/vmlinuz-* readable (scripts/setup-host.sh does both)")]
-    NoKernel { detail: String },
     #[error("only {free_mib} MiB free under {path}: image builds and per-slot overlays need at least {need_mib} MiB; free some space or point the cache elsewhere (XDG_CACHE_HOME)")]
     LowDiskSpace {
         path: PathBuf,
@@ -117,29 +115,6 @@ pub fn qemu() -> Result<String, HostProblem> {
 /// supermin, which builds guest images from the host's installed packages.
 pub fn supermin() -> Result<String, HostProblem> {
     program_version("supermin", "supermin")
-}
-
-/// The newest readable kernel under /boot, which guest images boot.
-pub fn host_kernel() -> Result<PathBuf, HostProblem> {
-    let entries = std::fs::read_dir("/boot").map_err(|e| HostProblem::NoKernel {
-        detail: e.to_string(),
-    })?;
-    let mut kernels: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    kernels.sort();
-    let newest = kernels.pop().ok_or_else(|| HostProblem::NoKernel {
-        detail: "no /boot/vmlinuz-*".to_string(),
-    })?;
-    std::fs::File::open(&newest).map_err(|e| HostProblem::NoKernel {
-        detail: format!("{}: {e}", newest.display()),
-    })?;
-    Ok(newest)
 }
 
 /// Free bytes on the filesystem holding `path` (or its nearest existing parent).

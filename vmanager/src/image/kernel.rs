@@ -17,7 +17,7 @@ const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 
 /// A host kernel with its modules.
 #[derive(Debug, Clone)]
-pub(crate) struct HostKernel {
+pub struct HostKernel {
     /// `6.1.0-56-amd64`.
     pub release: String,
     /// `/boot/vmlinuz-<release>` (a bzImage).
@@ -27,7 +27,7 @@ pub(crate) struct HostKernel {
 }
 
 /// Picks the newest readable `/boot/vmlinuz-*` that has a modules directory.
-pub(crate) fn find_host_kernel() -> Result<HostKernel, ImageError> {
+pub fn find_host_kernel() -> Result<HostKernel, ImageError> {
     let entries = std::fs::read_dir(BOOT_DIR).map_err(|e| ImageError::NoKernel {
         detail: format!("cannot list {BOOT_DIR}: {e}"),
     })?;

@@ -23,7 +23,7 @@ mod error;
 mod guest_files;
 pub mod guest_image;
 mod host_tool;
-mod kernel;
+pub mod kernel;
 mod kernel_modules;
 mod supermin;
 
@@ -33,3 +33,4 @@ pub use cache::ImageCache;
 pub use error::ImageError;
 pub use guest_files::GUEST_AGENT_PATH;
 pub use guest_image::GuestImage;
+pub use kernel::{find_host_kernel, HostKernel};
