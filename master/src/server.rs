@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// Longest shutdown waits for open subscriptions to send their final event.
+const SUBSCRIPTION_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
 /// A master ready to serve: recipes loaded, database migrated, port bound.
 pub struct Master {
     store: Arc<Store>,
@@ -146,6 +149,11 @@ impl Master {
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 stop_store.stop();
+                // Subscriptions end with an explicit final event; let them send it before the
+                // server closes their connections (bounded: a stuck client cannot hold shutdown).
+                stop_store
+                    .subscriptions_drained(SUBSCRIPTION_DRAIN_LIMIT)
+                    .await;
                 let _ = server_handle.stop();
             })
             .await;

@@ -114,6 +114,8 @@ pub struct Store {
     events: EventHub,
     work_queued: Notify,
     stopping: watch::Sender<bool>,
+    /// Event subscriptions still open; shutdown waits for them to send their final event.
+    subscriptions: watch::Sender<usize>,
     slaves: Mutex<HashMap<String, SlaveInfo>>,
     claims: mpsc::Sender<ClaimJob>,
     snapshots: Mutex<HashMap<i64, Arc<Recipe>>>,
@@ -183,6 +185,7 @@ impl Store {
             events: EventHub::default(),
             work_queued: Notify::new(),
             stopping: watch::channel(false).0,
+            subscriptions: watch::channel(0).0,
             slaves: Mutex::new(HashMap::new()),
             snapshots: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -235,6 +238,19 @@ impl Store {
     pub async fn stopped(&self) {
         let mut stopping = self.stopping.subscribe();
         let _ = stopping.wait_for(|stop| *stop).await;
+    }
+
+    /// Counts an open event subscription until the guard is dropped (after its final event).
+    pub fn subscription_guard(&self) -> SubscriptionGuard<'_> {
+        self.subscriptions.send_modify(|n| *n += 1);
+        SubscriptionGuard { store: self }
+    }
+
+    /// Waits (at most `limit`) until every open subscription has sent its final event, so
+    /// stopping the server does not cut them off before it.
+    pub async fn subscriptions_drained(&self, limit: std::time::Duration) {
+        let mut open = self.subscriptions.subscribe();
+        let _ = tokio::time::timeout(limit, open.wait_for(|n| *n == 0)).await;
     }
 
     /// Closes the database connections.
@@ -989,5 +1005,18 @@ fn redact(url: &str) -> String {
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// An open event subscription (see [`Store::subscription_guard`]).
+pub struct SubscriptionGuard<'a> {
+    store: &'a Store,
+}
+
+impl Drop for SubscriptionGuard<'_> {
+    fn drop(&mut self) {
+        self.store
+            .subscriptions
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }

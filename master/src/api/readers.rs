@@ -67,6 +67,8 @@ pub(super) async fn subscribe_events(
         pending.reject(rpc_error(e)).await;
         return Ok(());
     }
+    // Counted from here until the final event is sent: shutdown waits for it.
+    let _open = api.store.subscription_guard();
     // Subscribe before reading the job, so no change between the two is missed.
     let mut events = api.store.events().subscribe();
     if let Some(job_id) = filter.job_id {
