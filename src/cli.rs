@@ -127,12 +127,21 @@ pub struct MasterServeArgs {
     /// Address to serve the JSON-RPC API (HTTP + WebSocket), /health and /metrics on.
     #[arg(long, env = "PYTI_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
-    /// Database: a SQLite file path / `sqlite://` URL (default: pyti.db in the user's data
+    /// Database: a SQLite file path / `sqlite://` URL (default: master.sqlite in the user's data
     /// directory), or a `postgres://` URL to share the queue between several masters.
     #[arg(long, env = "PYTI_DATABASE")]
     pub database: Option<String>,
     #[command(flatten)]
     pub recipes: RecipeDirArg,
+    /// Seconds a task's lease lasts after its slave's last heartbeat; a slave silent for longer
+    /// loses the task, which is requeued (attempt + 1). Slaves heartbeat every quarter of this.
+    #[arg(long, env = "PYTI_LEASE_SECS", default_value_t = pyti_master::config::DEFAULT_LEASE_SECS,
+          value_parser = clap::value_parser!(u64).range(4..=86_400))]
+    pub lease_secs: u64,
+    /// Attempts per task before an infrastructure failure becomes the verdict `tmpfail`.
+    #[arg(long, env = "PYTI_MAX_ATTEMPTS", default_value_t = pyti_master::config::DEFAULT_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Subcommand)]

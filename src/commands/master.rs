@@ -33,6 +33,8 @@ async fn serve(args: MasterServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         database_url: database(args.database)?,
         recipes_dir: args.recipes.recipes_dir,
+        lease_secs: args.lease_secs,
+        max_attempts: args.max_attempts,
         ..MasterConfig::default()
     };
     let database = config.database_url.clone();
