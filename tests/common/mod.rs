@@ -1,4 +1,7 @@
-//! Helpers shared by the end-to-end stories: local packages built on the fly.
+//! Helpers shared by the end-to-end stories: local packages built on the fly, and pyti's processes
+//! run as an operator runs them ([`cluster`]).
+
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
