@@ -1,8 +1,16 @@
 //! The command-line interface: every subcommand, its options and its help text.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+
+/// `--lease-secs`: at least 4 s, so that the quarter-lease heartbeat is a whole second; at most
+/// a day, past which a dead slave's task would wait unreasonably long.
+pub const LEASE_SECS_RANGE: RangeInclusive<u64> = 4..=86_400;
+/// `--max-attempts`: a task is tried at least once; more than 100 attempts hides a broken host.
+pub const MAX_ATTEMPTS_RANGE: RangeInclusive<u32> = 1..=100;
 
 /// pyti tests Python packages in disposable virtual machines.
 ///
@@ -11,6 +19,10 @@ use std::path::PathBuf;
 /// QEMU), inject the package and its dependencies through a separate I/O disk (libguestfs), and
 /// report per-step raw data (exit codes, bounded output, times, memory) back to the master.
 /// Recipes (`recipes/*.toml`) say which guest to build and which steps to run.
+///
+/// Settings come from, in this order: a command-line flag, its `PYTI_*` environment variable,
+/// the config file (`--config`, else $XDG_CONFIG_HOME/pyti/config.toml), the built-in default.
+/// `pyti config show` prints the effective settings and where each one came from.
 #[derive(Debug, Parser)]
 #[command(name = "pyti", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -20,6 +32,10 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Config file (TOML); it must exist. Without it, $XDG_CONFIG_HOME/pyti/config.toml
+    /// (~/.config/pyti/config.toml) is read if present.
+    #[arg(long, global = true, env = "PYTI_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,6 +70,17 @@ pub enum Command {
     ///
     /// Prints a table with what to do for each failed check; exits 1 if any check failed.
     Doctor(DoctorArgs),
+    /// Show the effective configuration: each setting, its value and where it came from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Measure the task cycle: the same package through warm, cold and naive slots.
+    ///
+    /// Runs TASKS tasks of the package per mode on this host (no master) and prints the median
+    /// of every phase (acquire, inject, boot or attach, guest run, steps, detach and revert,
+    /// extract), the orchestration overhead (total minus the steps' own time) and each mode's
+    /// overhead against warm. The naive cycle boots a clean VM per task and launches a fresh
+    /// libguestfs appliance for the inject and for the extract. Every task must pass.
+    Bench(BenchArgs),
 }
 
 impl Command {
@@ -67,7 +94,7 @@ impl Command {
 /// Where recipes are looked up by name.
 #[derive(Debug, Args, Clone)]
 pub struct RecipeDirArg {
-    /// Directory of recipe files (`NAME.toml`).
+    /// Directory of recipe files (`NAME.toml`). Config file: `recipes_dir`.
     #[arg(long, env = "PYTI_RECIPES_DIR", default_value = "recipes")]
     pub recipes_dir: PathBuf,
 }
@@ -76,13 +103,14 @@ pub struct RecipeDirArg {
 #[derive(Debug, Args, Clone)]
 pub struct LibvirtArg {
     /// libvirt connection URI (e.g. qemu:///system, or qemu:///embed?root=DIR for a private,
-    /// daemon-less QEMU driver).
+    /// daemon-less QEMU driver). Config file: `libvirt_uri`.
     #[arg(long, env = "PYTI_LIBVIRT_URI", default_value = "qemu:///system")]
     pub libvirt_uri: String,
 }
 
 /// How a slot restores a clean guest between tasks.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlotMode {
     /// Boot once, snapshot the running guest after `prepare`, revert into it per task (fast).
     Warm,
@@ -102,7 +130,7 @@ pub struct RunArgs {
     pub recipes: RecipeDirArg,
     #[command(flatten)]
     pub libvirt: LibvirtArg,
-    /// How slots restore a clean guest between tasks.
+    /// How slots restore a clean guest between tasks. Config file: `[run] mode`.
     #[arg(long, value_enum, default_value = "warm")]
     pub mode: SlotMode,
     /// Print the machine-readable result (JSON) on stdout instead of the table.
@@ -111,6 +139,33 @@ pub struct RunArgs {
     /// Also write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The package: `name==version` from PyPI, a local sdist/wheel path, or an http(s) URL.
+    #[arg(default_value = "six==1.16.0")]
+    pub package: String,
+    /// Recipe name (in --recipes-dir) or path to a recipe file.
+    #[arg(long, default_value = "debian-12")]
+    pub recipe: String,
+    #[command(flatten)]
+    pub recipes: RecipeDirArg,
+    #[command(flatten)]
+    pub libvirt: LibvirtArg,
+    /// Tasks per mode.
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=pyti_slave::bench::MAX_BENCH_TASKS as i64))]
+    pub tasks: u32,
+    /// Tasks of the naive cycle (about 40 s each under TCG; default: --tasks).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=pyti_slave::bench::MAX_BENCH_TASKS as i64))]
+    pub naive_tasks: Option<u32>,
+    /// Leave out the naive cycle.
+    #[arg(long, conflicts_with = "naive_tasks")]
+    pub skip_naive: bool,
+    /// Print every task's timings as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,22 +180,27 @@ pub struct MasterArgs {
 #[derive(Debug, Args)]
 pub struct MasterServeArgs {
     /// Address to serve the JSON-RPC API (HTTP + WebSocket), /health and /metrics on.
+    /// Config file: `[master] listen`.
     #[arg(long, env = "PYTI_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
     /// Database: a SQLite file path / `sqlite://` URL (default: master.sqlite in the user's data
     /// directory), or a `postgres://` URL to share the queue between several masters.
+    /// Config file: `[master] database`.
     #[arg(long, env = "PYTI_DATABASE")]
     pub database: Option<String>,
     #[command(flatten)]
     pub recipes: RecipeDirArg,
     /// Seconds a task's lease lasts after its slave's last heartbeat; a slave silent for longer
     /// loses the task, which is requeued (attempt + 1). Slaves heartbeat every quarter of this.
+    /// Config file: `[master] lease_secs`.
     #[arg(long, env = "PYTI_LEASE_SECS", default_value_t = pyti_master::config::DEFAULT_LEASE_SECS,
-          value_parser = clap::value_parser!(u64).range(4..=86_400))]
+          value_parser = clap::value_parser!(u64).range(LEASE_SECS_RANGE))]
     pub lease_secs: u64,
     /// Attempts per task before an infrastructure failure becomes the verdict `tmpfail`.
+    /// Config file: `[master] max_attempts`.
     #[arg(long, env = "PYTI_MAX_ATTEMPTS", default_value_t = pyti_master::config::DEFAULT_MAX_ATTEMPTS,
-          value_parser = clap::value_parser!(u32).range(1..=100))]
+          value_parser = clap::value_parser!(u32)
+              .range(i64::from(*MAX_ATTEMPTS_RANGE.start())..=i64::from(*MAX_ATTEMPTS_RANGE.end())))]
     pub max_attempts: u32,
 }
 
@@ -160,7 +220,7 @@ pub enum TokenCommand {
         /// What the token may do.
         #[arg(long, value_enum)]
         role: TokenRole,
-        /// The master's database (as for `pyti master`).
+        /// The master's database (as for `pyti master`). Config file: `[master] database`.
         #[arg(long, env = "PYTI_DATABASE")]
         database: Option<String>,
     },
@@ -193,10 +253,11 @@ pub enum TokenRole {
 /// How to reach a master.
 #[derive(Debug, Args, Clone)]
 pub struct MasterConnection {
-    /// The master's URL (http://HOST:PORT).
+    /// The master's URL (http://HOST:PORT). Config file: `master` in `[slave]` or `[client]`.
     #[arg(long, env = "PYTI_MASTER", default_value = "http://127.0.0.1:7420")]
     pub master: String,
-    /// Bearer token (from `pyti master token add`).
+    /// Bearer token (from `pyti master token add`). Config file: `token` in `[slave]` or
+    /// `[client]` (keep that file `chmod 600`).
     #[arg(long, env = "PYTI_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -206,16 +267,18 @@ pub struct SlaveArgs {
     #[command(flatten)]
     pub connection: MasterConnection,
     /// VM slots run concurrently (default: one per two host cores, at least one).
-    #[arg(long)]
+    /// Config file: `[slave] slots`.
+    #[arg(long, value_parser = at_least_one)]
     pub slots: Option<usize>,
     /// A name for this slave (default: the host name); VM domains are named pyti-NAME-SLOT.
+    /// Config file: `[slave] name`.
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
     pub recipes: RecipeDirArg,
     #[command(flatten)]
     pub libvirt: LibvirtArg,
-    /// How slots restore a clean guest between tasks.
+    /// How slots restore a clean guest between tasks. Config file: `[slave] mode`.
     #[arg(long, value_enum, default_value = "warm")]
     pub mode: SlotMode,
 }
@@ -316,4 +379,32 @@ pub struct DoctorArgs {
     /// Skip launching a libguestfs appliance (the slowest check, ~10 s under TCG).
     #[arg(long)]
     pub skip_appliance: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting, its effective value and its source: flag, environment variable,
+    /// config file or default (tokens are never printed).
+    ///
+    /// With a command line after `show` (e.g. `pyti config show slave --slots 2`), print what
+    /// that command would use; with a section name (master, slave, client, run), that section;
+    /// without either, every section.
+    Show {
+        /// A pyti command line without the leading `pyti`, or a section name.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
+}
+
+/// `--slots`: a slave with no slot would claim nothing.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }

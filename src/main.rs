@@ -7,14 +7,19 @@
 
 mod cli;
 mod commands;
+mod config;
+mod settings;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // The matches are kept beside the parsed `Cli`: they say which values came from a flag, an
+    // environment variable or a default, which `settings` needs to let the config file in.
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli);
-    match commands::dispatch(cli) {
+    match commands::dispatch(cli, &matches) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

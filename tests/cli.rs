@@ -4,12 +4,27 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn pyti(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pyti"))
+    pyti_with(args, &[])
+}
+
+/// Runs pyti with only the given `PYTI_*` variables (and `XDG_CONFIG_HOME`, if given) set: the
+/// developer's own environment and config file never leak into a test.
+fn pyti_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pyti"));
+    command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("PYTI_LOG")
-        .output()
-        .expect("the pyti binary runs")
+        .env(
+            "XDG_CONFIG_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-config-here"),
+        );
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PYTI_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("the pyti binary runs")
 }
 
 fn stdout(out: &Output) -> String {
@@ -32,6 +47,8 @@ fn every_subcommand_has_real_help() {
         &["recipes", "show"],
         &["image", "build"],
         &["doctor"],
+        &["config", "show"],
+        &["bench"],
     ];
     for sub in subcommands {
         let mut args = sub.to_vec();
@@ -52,7 +69,7 @@ fn every_subcommand_has_real_help() {
     let top = stdout(&pyti(&["--help"]));
     for sub in [
         "run", "master", "slave", "submit", "status", "results", "cancel", "recipes", "image",
-        "doctor",
+        "doctor", "config", "bench",
     ] {
         assert!(
             top.contains(&format!("  {sub} ")),
@@ -155,4 +172,197 @@ fn real_host_doctor_names_the_accelerator_with_a_reason_and_passes() {
             assert!(row.contains(" ok "), "`{check}` is not green:\n{text}");
         }
     }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The value and source columns of `key`'s row in a `pyti config show` table.
+fn config_row(table: &str, key: &str) -> (String, String) {
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("│ {key} ")))
+        .unwrap_or_else(|| panic!("no `{key}` row in:\n{table}"));
+    let cells: Vec<&str> = row.trim_matches('│').split('┆').map(|c| c.trim()).collect();
+    (cells[1].to_string(), cells[2].to_string())
+}
+
+/// A config file in a fresh directory; returns the directory (keep it alive) and the path.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pyti.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+#[test]
+fn config_precedence_is_flag_then_env_then_file_then_default() {
+    let (_dir, file) =
+        config_file("[master]\nlisten = \"127.0.0.1:7001\"\nlease_secs = 30\nmax_attempts = 7\n");
+    let show = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["--config", file.as_str(), "config", "show", "master"];
+        args.extend_from_slice(flags);
+        let out = pyti_with(&args, env);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let from_file = format!("file {file}");
+
+    // Only the file: its values win over the defaults; keys it lacks stay default.
+    let table = show(&[], &[]);
+    assert_eq!(
+        config_row(&table, "master.listen"),
+        ("127.0.0.1:7001".into(), from_file.clone())
+    );
+    assert_eq!(
+        config_row(&table, "master.lease_secs"),
+        ("30".into(), from_file.clone())
+    );
+    assert_eq!(
+        config_row(&table, "recipes_dir"),
+        ("recipes".into(), "default".into())
+    );
+    assert_eq!(
+        config_row(&table, "config file"),
+        (file.clone(), "flag --config".into())
+    );
+
+    // The environment wins over the file.
+    let env = [("PYTI_LISTEN", "127.0.0.1:7002"), ("PYTI_LEASE_SECS", "40")];
+    let table = show(&[], &env);
+    assert_eq!(
+        config_row(&table, "master.listen"),
+        ("127.0.0.1:7002".into(), "env PYTI_LISTEN".into())
+    );
+    assert_eq!(
+        config_row(&table, "master.lease_secs"),
+        ("40".into(), "env PYTI_LEASE_SECS".into())
+    );
+    assert_eq!(
+        config_row(&table, "master.max_attempts"),
+        ("7".into(), from_file.clone())
+    );
+
+    // A flag wins over both.
+    let table = show(&["--listen", "127.0.0.1:7003", "--lease-secs", "50"], &env);
+    assert_eq!(
+        config_row(&table, "master.listen"),
+        ("127.0.0.1:7003".into(), "flag --listen".into())
+    );
+    assert_eq!(
+        config_row(&table, "master.lease_secs"),
+        ("50".into(), "flag --lease-secs".into())
+    );
+
+    // Without a file: the built-in defaults.
+    let out = pyti_with(&["config", "show", "master"], &[]);
+    let table = stdout(&out);
+    assert_eq!(
+        config_row(&table, "master.listen"),
+        ("127.0.0.1:7420".into(), "default".into())
+    );
+    assert_eq!(
+        config_row(&table, "master.lease_secs"),
+        ("120".into(), "default".into())
+    );
+    assert!(
+        config_row(&table, "config file").0.ends_with("(absent)"),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_config_file_is_found_in_xdg_config_home_and_drives_real_commands() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("pyti")).unwrap();
+    let empty = home.path().join("no-recipes-here");
+    std::fs::write(
+        home.path().join("pyti/config.toml"),
+        format!(
+            "recipes_dir = {:?}\n[slave]\nslots = 3\n",
+            empty.display().to_string()
+        ),
+    )
+    .unwrap();
+    let xdg = [("XDG_CONFIG_HOME", home.path().to_str().unwrap())];
+
+    let table = stdout(&pyti_with(&["config", "show"], &xdg));
+    let (value, source) = config_row(&table, "slave.slots");
+    assert_eq!(value, "3");
+    assert!(source.ends_with("pyti/config.toml"), "{table}");
+
+    // `pyti recipes list` looks in the file's recipes_dir; a flag still overrides it.
+    let out = pyti_with(&["recipes", "list"], &xdg);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains(&empty.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    let out = pyti_with(&["recipes", "list", "--recipes-dir", "recipes"], &xdg);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_an_error_naming_key_and_file() {
+    let (_dir, file) = config_file("[slave]\nslot = 2\n");
+    let out = pyti_with(&["--config", &file, "recipes", "list"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{file}:2:1:")), "{err}");
+    assert!(
+        err.contains("unknown field `slot`") && err.contains("`slots`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_config_file_is_an_error_naming_the_key() {
+    let (_dir, file) = config_file("[master]\nlease_secs = 1\n");
+    let out = pyti_with(&["config", "show"], &[("PYTI_CONFIG", &file)]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{file}:2:14:"))
+            && err.contains("`lease_secs` must be between 4 and 86400"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_given_explicitly_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let missing = missing.to_str().unwrap();
+    for out in [
+        pyti_with(&["--config", missing, "config", "show"], &[]),
+        pyti_with(&["recipes", "list"], &[("PYTI_CONFIG", missing)]),
+    ] {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("config file {missing} does not exist")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn tokens_in_the_config_file_are_masked_and_a_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, file) = config_file("[client]\ntoken = \"s3cret-token\"\n");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = pyti_with(&["--config", &file, "config", "show", "client"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let table = stdout(&out);
+    assert!(!table.contains("s3cret"), "{table}");
+    assert_eq!(config_row(&table, "client.token").1, format!("file {file}"));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = pyti_with(&["--config", &file, "config", "show", "client"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stderr(&out).contains("chmod"), "{}", stderr(&out));
 }

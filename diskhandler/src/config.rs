@@ -87,6 +87,9 @@ pub struct SessionConfig {
     pub launch_timeout: Duration,
     /// Longest one inject or extract may take before the appliance is killed.
     pub operation_timeout: Duration,
+    /// Launch a fresh appliance for every inject and extract, as a naive cycle would: only for
+    /// benchmarks that measure what the long-lived session saves. Off by default.
+    pub appliance_per_operation: bool,
 }
 
 impl SessionConfig {
@@ -104,6 +107,7 @@ impl SessionConfig {
             appliance_memory_mib: None,
             launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            appliance_per_operation: false,
         }
     }
 

@@ -77,6 +77,7 @@ impl Session {
             },
             limits: config.extract_limits,
             method: config.inject_method,
+            per_operation: config.appliance_per_operation,
             stats: Arc::clone(&stats),
         };
         let (sender, receiver) = mpsc::channel();
@@ -189,7 +190,7 @@ impl Session {
     /// An operation that must relaunch a dead appliance first gets the launch time on top.
     fn operation_timeout(&self) -> Duration {
         let alive = self.appliance_pid().is_some_and(appliance::process_running);
-        if alive {
+        if alive && !self.config.appliance_per_operation {
             self.config.operation_timeout
         } else {
             self.config.operation_timeout + self.config.launch_timeout

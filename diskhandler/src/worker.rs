@@ -56,6 +56,7 @@ pub(crate) struct WorkerSetup {
     pub(crate) sizing: InjectSizing,
     pub(crate) limits: ExtractLimits,
     pub(crate) method: InjectMethod,
+    pub(crate) per_operation: bool,
     pub(crate) stats: Arc<WorkerStats>,
 }
 
@@ -68,6 +69,7 @@ impl WorkerSetup {
             sizing,
             limits,
             method,
+            per_operation,
             stats,
         } = self;
         Worker {
@@ -78,6 +80,7 @@ impl WorkerSetup {
             sizing,
             limits,
             method,
+            per_operation,
             stats,
             appliance: None,
         }
@@ -97,6 +100,8 @@ struct Worker {
     sizing: InjectSizing,
     limits: ExtractLimits,
     method: InjectMethod,
+    /// Discard the appliance before every operation (the naive cycle of benchmarks).
+    per_operation: bool,
     stats: Arc<WorkerStats>,
     appliance: Option<Appliance>,
 }
@@ -115,6 +120,9 @@ impl Worker {
                     payload,
                     reply,
                 } => {
+                    if self.per_operation {
+                        self.drop_appliance();
+                    }
                     let outcome = self.guarded("inject", |worker| worker.inject(slot, &payload));
                     let _ = reply.send(outcome);
                 }
@@ -124,6 +132,9 @@ impl Worker {
                     output_limit,
                     reply,
                 } => {
+                    if self.per_operation {
+                        self.drop_appliance();
+                    }
                     let limits = self.limits;
                     let outcome = self.guarded("extract", |worker| {
                         let appliance = worker.ensure_appliance()?;

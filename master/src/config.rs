@@ -9,6 +9,9 @@ pub const DEFAULT_PORT: u16 = 7380;
 /// A lease lasts this long after the last heartbeat. Two minutes survive a slave's GC pause or a
 /// slow disk without letting a dead slave's task sit for long.
 pub const DEFAULT_LEASE_SECS: u64 = 120;
+/// Longest pause between a slave's heartbeats (they come every quarter lease, at most this):
+/// a cancelled job's running tasks learn of it by the next heartbeat.
+pub const MAX_HEARTBEAT_SECS: u64 = 10;
 /// Attempts per task before an infrastructure failure becomes the verdict `tmpfail`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Largest JSON-RPC request: an upload of [`pyti_wire::job::MAX_UPLOAD_BYTES`] hex-encoded, or a

@@ -383,7 +383,8 @@ impl Store {
             },
         );
         Ok(RegistrationReply {
-            heartbeat_secs: (self.options.lease_secs / 4).max(1),
+            heartbeat_secs: (self.options.lease_secs / 4)
+                .clamp(1, crate::config::MAX_HEARTBEAT_SECS),
             lease_secs: self.options.lease_secs,
             unknown_recipes: unknown,
         })

@@ -8,7 +8,8 @@ use crate::task_plan::{guest_deadline, guest_task, PackageArgument, TaskFacts};
 use pyti_diskhandler::{HeldDisk, PayloadFile, Session, TaskPayload};
 use pyti_vmanager::image::GuestImage;
 use pyti_vmanager::{
-    BootFiles, Hypervisor, IoDiskSource, SlotConfig, SlotMode, TaskOutcome, VmSlot,
+    BootFiles, CancellationToken, Hypervisor, IoDiskSource, PhaseTimings, SlotConfig, SlotMode,
+    TaskOutcome, VmSlot,
 };
 use pyti_wire::agent_protocol::AgentMessage;
 use pyti_wire::raw_data::RawResult;
@@ -29,6 +30,8 @@ pub enum CycleOutcome {
     PackageError { reason: String },
     /// pyti's machinery failed (VM, appliance, libvirt): retried by the master.
     Infrastructure { reason: String },
+    /// The task was cancelled (its job was); the guest, if it ran, was stopped.
+    Cancelled,
 }
 
 /// A phase of the cycle, reported as progress while it starts.
@@ -54,14 +57,16 @@ impl CyclePhase {
 #[derive(Debug, Clone, Default)]
 pub struct CycleTimings {
     pub inject: Duration,
-    /// Giving the guest the disk until the guest is back at its clean state (attach, run,
-    /// detach, revert; boot in cold mode).
+    /// Giving the guest the disk until it is done with it (attach, run, detach; boot and
+    /// shutdown in cold mode). A warm slot's revert runs during `extract`.
     pub vm: Duration,
     /// Of `vm`: the guest's own time with the task (from the disk being handed over to Done).
     pub guest_run: Duration,
     pub extract: Duration,
     /// Sum of the steps' wall times as the agent measured them.
     pub steps: Duration,
+    /// vmanager's own breakdown of `vm` (boot, attach, detach, revert), when the VM ran.
+    pub vm_phases: Option<PhaseTimings>,
 }
 
 impl CycleTimings {
@@ -88,6 +93,17 @@ pub struct TaskInput {
     pub package_files: Vec<PayloadFile>,
     /// Files for `wheelhouse/`.
     pub wheelhouse_files: Vec<PayloadFile>,
+}
+
+/// One task for [`SlotRunner::run`].
+#[derive(Debug, Clone, Copy)]
+pub struct CycleRequest<'a> {
+    /// The id the guest's `result.json` must carry.
+    pub task_id: &'a str,
+    pub recipe: &'a Recipe,
+    pub input: &'a TaskInput,
+    /// Per-stream output cap of each step.
+    pub output_limit_bytes: u64,
 }
 
 /// Where a slot's VM lives and how it behaves; the recipe it boots is chosen per task.
@@ -172,6 +188,8 @@ impl SlotRunner {
                 self.context.state_dir.clone(),
             );
             config.mode = self.context.mode;
+            // The cycle reverts while it extracts the results (see `run_phases`).
+            config.revert_after_task = false;
             let slot = VmSlot::open(self.context.hypervisor.clone(), config)
                 .await
                 .map_err(|e| format!("opening VM slot {}: {e}", self.context.index))?;
@@ -214,25 +232,18 @@ impl SlotRunner {
         }
     }
 
-    /// Runs one task of `recipe` with `input`, reporting each phase as it starts.
+    /// Runs one task of `recipe` with `input`, reporting each phase as it starts. When `cancel`
+    /// fires, a running guest is destroyed at once and the outcome is
+    /// [`CycleOutcome::Cancelled`]; the slot is clean again for the next task.
     pub async fn run(
         &mut self,
-        task_id: &str,
-        recipe: &Recipe,
-        input: &TaskInput,
-        output_limit_bytes: u64,
+        request: CycleRequest<'_>,
         progress: &mut (dyn FnMut(CyclePhase) + Send),
+        cancel: &CancellationToken,
     ) -> CycleReport {
         let mut timings = CycleTimings::default();
         let outcome = self
-            .run_phases(
-                task_id,
-                recipe,
-                input,
-                output_limit_bytes,
-                progress,
-                &mut timings,
-            )
+            .run_phases(request, progress, cancel, &mut timings)
             .await;
         if let CycleOutcome::Raw(result) = &outcome {
             timings.steps =
@@ -243,13 +254,17 @@ impl SlotRunner {
 
     async fn run_phases(
         &mut self,
-        task_id: &str,
-        recipe: &Recipe,
-        input: &TaskInput,
-        output_limit_bytes: u64,
+        request: CycleRequest<'_>,
         progress: &mut (dyn FnMut(CyclePhase) + Send),
+        cancel: &CancellationToken,
         timings: &mut CycleTimings,
     ) -> CycleOutcome {
+        let CycleRequest {
+            task_id,
+            recipe,
+            input,
+            output_limit_bytes,
+        } = request;
         let facts = TaskFacts {
             task_id: task_id.to_string(),
             package: input.package.clone(),
@@ -268,6 +283,9 @@ impl SlotRunner {
         let deadline = guest_deadline(&task);
         if let Err(reason) = self.ensure_prepared(recipe).await {
             return CycleOutcome::Infrastructure { reason };
+        }
+        if cancel.is_cancelled() {
+            return CycleOutcome::Cancelled;
         }
         let Some((session, Some(held))) = self.io.as_mut().map(|(s, d)| (s.clone(), d.take()))
         else {
@@ -303,15 +321,21 @@ impl SlotRunner {
         let socket = released.io_disk().nbd_socket.clone();
         let vm = bound
             .slot
-            .run_task(task_id, IoDiskSource::NbdUnix(socket), deadline)
+            .run_task_until(task_id, IoDiskSource::NbdUnix(socket), deadline, cancel)
             .await;
         timings.vm = started.elapsed();
 
-        // The disk comes back whatever the VM did: extract re-holds it.
+        // The disk comes back whatever the VM did: extract re-holds it. The guest is done with
+        // the disk, so the warm slot returns to its snapshot meanwhile (VM and appliance are
+        // separate machines; the next task finds the slot ready).
         progress(CyclePhase::Extract);
-        let started = Instant::now();
-        let extraction = session.extract(released).await;
-        timings.extract = started.elapsed();
+        let extract = async {
+            let started = Instant::now();
+            let extraction = session.extract(released).await;
+            (extraction, started.elapsed())
+        };
+        let ((extraction, extract_took), restored) = tokio::join!(extract, bound.slot.restore());
+        timings.extract = extract_took;
         self.give_io_disk(session, extraction.disk);
         let bound = self.bound.as_mut().expect("prepared above");
 
@@ -325,6 +349,12 @@ impl SlotRunner {
             }
         };
         timings.guest_run = report.timings.run;
+        let mut vm_phases = report.timings.clone();
+        if let Some((path, took)) = restored {
+            vm_phases.revert = Some(took);
+            vm_phases.revert_path = Some(path);
+        }
+        timings.vm_phases = Some(vm_phases);
         match report.outcome {
             TaskOutcome::Done(_) => match extraction.outcome {
                 Ok(output) => CycleOutcome::Raw(output.result),
@@ -348,6 +378,7 @@ impl SlotRunner {
                     reason: format!("the guest stopped before finishing: {detail}"),
                 }
             }
+            TaskOutcome::Cancelled => CycleOutcome::Cancelled,
         }
     }
 }

@@ -6,16 +6,17 @@
 //! them, then removes its VMs.
 
 use crate::acquire::{AcquireError, PackageAcquirer};
-use crate::cycle::{CycleOutcome, CyclePhase, SlotContext, SlotRunner};
+use crate::cycle::{CycleOutcome, CyclePhase, CycleRequest, SlotContext, SlotRunner};
 use crate::outbox::Outbox;
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
 use pyti_diskhandler::{Accelerator, Session, SessionConfig};
 use pyti_vmanager::image::{self, GuestImage, ImageCache};
-use pyti_vmanager::{Hypervisor, ResolvedAccel, SlotMode};
+use pyti_vmanager::{CancellationToken, Hypervisor, ResolvedAccel, SlotMode};
 use pyti_wire::client::http_client;
 use pyti_wire::job::{
     ClaimRequest, ClaimedTask, ProgressReport, ReportOutcome, ResultReport, SlaveRegistration,
+    TaskId,
 };
 use pyti_wire::recipe::Accel;
 use pyti_wire::recipe::Recipe;
@@ -23,7 +24,7 @@ use pyti_wire::rpc::PytiApiClient;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -140,6 +141,40 @@ pub async fn build_images(
     Ok(images)
 }
 
+/// The tasks this slave is running, so that the master's cancel requests reach them.
+#[derive(Clone, Default)]
+struct RunningTasks(Arc<Mutex<HashMap<TaskId, CancellationToken>>>);
+
+impl RunningTasks {
+    /// Registers `task`; the token fires if the master cancels it.
+    fn start(&self, task: TaskId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(task, token.clone());
+        token
+    }
+
+    fn finish(&self, task: TaskId) {
+        self.lock().remove(&task);
+    }
+
+    /// Cancels those of `tasks` running here; returns how many were.
+    fn cancel(&self, tasks: &[TaskId]) -> usize {
+        let running = self.lock();
+        tasks
+            .iter()
+            .filter_map(|task| running.get(task))
+            .inspect(|token| token.cancel())
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
+        // The map holds no invariant a panicking holder could break.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Whether an RPC error means "try again later" (transport) rather than "no".
 fn is_transient(error: &ClientError) -> bool {
     !matches!(error, ClientError::Call(_))
@@ -231,8 +266,10 @@ pub async fn run(
     tracing::info!(slave = %config.name, slots = config.slots, master = %config.master_url, "registered");
     deliver_pending(&client, &outbox, &stop_rx).await;
 
+    let running = RunningTasks::default();
     let heartbeat = {
         let (client, name, mut stop) = (client.clone(), config.name.clone(), stop_rx.clone());
+        let running = running.clone();
         let every = Duration::from_secs(reply.heartbeat_secs.max(1));
         tokio::spawn(async move {
             loop {
@@ -242,7 +279,10 @@ pub async fn run(
                 }
                 match client.heartbeat(name.clone()).await {
                     Ok(reply) if !reply.cancel.is_empty() => {
-                        tracing::warn!(tasks = ?reply.cancel, "the master cancelled running tasks; they finish and their results are discarded by the master");
+                        let stopped = running.cancel(&reply.cancel);
+                        if stopped > 0 {
+                            tracing::warn!(tasks = ?reply.cancel, stopped, "the master cancelled running tasks; stopping their guests");
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("heartbeat failed: {e}"),
@@ -262,6 +302,7 @@ pub async fn run(
             slave: config.name.clone(),
             output_limit_bytes: config.output_limit_bytes,
             events: events.clone(),
+            running: running.clone(),
         };
         slot_tasks.push(tokio::spawn(worker.serve(stop_rx.clone())));
     }
@@ -361,6 +402,7 @@ struct SlotWorker {
     slave: String,
     output_limit_bytes: u64,
     events: Arc<dyn Fn(SlaveEvent) + Send + Sync>,
+    running: RunningTasks,
 }
 
 impl SlotWorker {
@@ -389,14 +431,16 @@ impl SlotWorker {
                     continue;
                 }
             };
-            let report = self.run_task(&task).await;
+            let cancel = self.running.start(task.task_id);
+            let report = self.run_task(&task, &cancel).await;
+            self.running.finish(task.task_id);
             self.deliver(report, &stop).await;
         }
         self.runner
     }
 
     /// Acquires the package, runs the cycle, and turns the outcome into the report.
-    async fn run_task(&mut self, task: &ClaimedTask) -> ResultReport {
+    async fn run_task(&mut self, task: &ClaimedTask, cancel: &CancellationToken) -> ResultReport {
         let slot = self.runner.index();
         tracing::info!(slot, task = task.task_id, attempt = task.attempt, recipe = %task.recipe.name, package = %task.package, "running task");
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -424,10 +468,17 @@ impl SlotWorker {
             })
         };
         let _ = progress_tx.send("acquire".to_string());
-        let outcome = match self.acquirer.acquire(&task.package, &task.recipe).await {
-            Err(AcquireError::Package(reason)) => CycleOutcome::PackageError { reason },
-            Err(AcquireError::Infrastructure(reason)) => CycleOutcome::Infrastructure { reason },
-            Ok(acquired) => {
+        let acquired = tokio::select! {
+            acquired = self.acquirer.acquire(&task.package, &task.recipe) => Some(acquired),
+            _ = cancel.cancelled() => None,
+        };
+        let outcome = match acquired {
+            None => CycleOutcome::Cancelled,
+            Some(Err(AcquireError::Package(reason))) => CycleOutcome::PackageError { reason },
+            Some(Err(AcquireError::Infrastructure(reason))) => {
+                CycleOutcome::Infrastructure { reason }
+            }
+            Some(Ok(acquired)) => {
                 tracing::info!(
                     slot,
                     task = task.task_id,
@@ -446,11 +497,14 @@ impl SlotWorker {
                 let report = self
                     .runner
                     .run(
-                        &guest_task_id,
-                        &task.recipe,
-                        &acquired.input,
-                        self.output_limit_bytes,
+                        CycleRequest {
+                            task_id: &guest_task_id,
+                            recipe: &task.recipe,
+                            input: &acquired.input,
+                            output_limit_bytes: self.output_limit_bytes,
+                        },
                         &mut progress,
+                        cancel,
                     )
                     .await;
                 tracing::info!(slot, task = task.task_id, overhead = ?report.timings.overhead(), timings = ?report.timings, "task finished");
@@ -504,5 +558,26 @@ fn report_outcome(outcome: CycleOutcome) -> ReportOutcome {
         CycleOutcome::Timeout { detail } => ReportOutcome::GuestTimeout { detail },
         CycleOutcome::PackageError { reason } => ReportOutcome::PackageError { reason },
         CycleOutcome::Infrastructure { reason } => ReportOutcome::Infrastructure { reason },
+        // The master asked for it and records the task as cancelled, not as a failure.
+        CycleOutcome::Cancelled => ReportOutcome::Infrastructure {
+            reason: "cancelled by the master; the guest was stopped".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_request_reaches_only_the_named_running_tasks() {
+        let running = RunningTasks::default();
+        let (one, two) = (running.start(1), running.start(2));
+        assert_eq!(running.cancel(&[2, 3]), 1, "task 3 is not running here");
+        assert!(!one.is_cancelled());
+        assert!(two.is_cancelled());
+        running.finish(1);
+        assert_eq!(running.cancel(&[1]), 0, "a finished task is forgotten");
+        assert!(!one.is_cancelled());
     }
 }

@@ -17,10 +17,12 @@
 //! - [`package`]: validated package specs (PyPI release, local file, URL) and file names.
 //! - [`wheelhouse`]: the offline wheelhouse for the guest, resolved from wheel and static
 //!   metadata only, with a shared content-addressed cache.
+//! - [`bench`]: the same package through warm, cold and naive cycles, phase by phase.
 //! - [`daemon`]: register, heartbeat, claim per slot, run, report; [`outbox`] keeps results on
 //!   disk until the master acknowledged them.
 
 pub mod acquire;
+pub mod bench;
 pub mod cycle;
 pub mod daemon;
 

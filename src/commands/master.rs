@@ -7,13 +7,21 @@ use pyti_master::{Master, MasterConfig, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The database used when none is given: a SQLite file in the user's data directory.
-pub fn default_database() -> anyhow::Result<String> {
-    let dir = dirs::data_dir()
+/// Where the default database lives: `master.sqlite` in the user's data directory.
+pub fn default_database_path() -> PathBuf {
+    dirs::data_dir()
         .unwrap_or_else(|| PathBuf::from(".local/share"))
-        .join("pyti");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir.join("master.sqlite").display().to_string())
+        .join("pyti")
+        .join("master.sqlite")
+}
+
+/// The database used when none is given (its directory created).
+pub fn default_database() -> anyhow::Result<String> {
+    let path = default_database_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(path.display().to_string())
 }
 
 fn database(given: Option<String>) -> anyhow::Result<String> {

@@ -1,21 +1,32 @@
 //! One module per family of subcommands; each turns parsed arguments into library calls.
 
+mod bench;
 mod client;
+mod config;
 mod doctor;
 mod image;
-mod master;
+pub mod master;
 mod package_arg;
 mod recipes;
 mod report;
 mod run;
-mod slave;
+pub mod slave;
 
 use crate::cli::{Cli, Command};
+use clap::ArgMatches;
 use std::process::ExitCode;
 
-/// Runs the chosen subcommand and returns the process exit code.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// Runs the chosen subcommand and returns the process exit code. `matches` are those `cli` was
+/// parsed from: settings that no flag or variable gave are taken from the config file first.
+pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let file = crate::config::locate(cli.config.clone())
+        .map(|location| crate::config::load(&location))
+        .transpose()?
+        .flatten();
+    let mut command = cli.command;
+    crate::settings::apply(&mut command, matches, file.as_ref());
+    match command {
+        Command::Config(command) => config::run(command, cli.config, matches, file),
         Command::Recipes(command) => recipes::run(command),
         Command::Doctor(args) => doctor::run(args),
         Command::Image(command) => image::run(command),
@@ -26,6 +37,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(args),
         Command::Results(args) => client::results(args),
         Command::Cancel(args) => client::cancel(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -62,7 +62,8 @@ pub fn slave_config(
     })
 }
 
-fn host_name() -> String {
+/// The default slave name: the host name, reduced to what a libvirt domain name allows.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -47,3 +47,5 @@ pub use io_disk::IoDiskSource;
 pub use slot::{PrepareReport, VmSlot};
 pub use slot_config::{BootFiles, SlotConfig, SlotMode};
 pub use task_outcome::{PhaseTimings, TaskOutcome, TaskReport};
+/// Cancels a running task ([`VmSlot::run_task_until`]).
+pub use tokio_util::sync::CancellationToken;

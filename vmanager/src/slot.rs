@@ -30,6 +30,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How often a wait checks that the guest is still alive when the agent is silent.
 const STATE_POLL: Duration = Duration::from_millis(500);
@@ -58,6 +59,7 @@ enum Waited {
     Message(AgentMessage),
     TimedOut,
     GuestGone(String),
+    Cancelled,
 }
 
 /// Timings of `prepare`.
@@ -198,13 +200,27 @@ impl VmSlot {
         io_disk: IoDiskSource,
         deadline: Duration,
     ) -> Result<TaskReport, VmError> {
+        self.run_task_until(task_id, io_disk, deadline, &CancellationToken::new())
+            .await
+    }
+
+    /// [`VmSlot::run_task`] that also stops when `cancel` is cancelled: the guest is destroyed
+    /// at once (its work is discarded), the outcome is [`TaskOutcome::Cancelled`], and the slot
+    /// is back at its clean state for the next task.
+    pub async fn run_task_until(
+        &mut self,
+        task_id: &str,
+        io_disk: IoDiskSource,
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<TaskReport, VmError> {
         match self.state {
             SlotState::Unprepared => Err(VmError::NotPrepared {
                 domain: self.name.clone(),
             }),
-            SlotState::ColdClean => self.run_cold(task_id, io_disk, deadline).await,
+            SlotState::ColdClean => self.run_cold(task_id, io_disk, deadline, cancel).await,
             SlotState::WarmClean | SlotState::WarmNeedsRevert => {
-                self.run_warm(task_id, io_disk, deadline).await
+                self.run_warm(task_id, io_disk, deadline, cancel).await
             }
         }
     }
@@ -214,6 +230,7 @@ impl VmSlot {
         task_id: &str,
         io_disk: IoDiskSource,
         deadline: Duration,
+        cancel: &CancellationToken,
     ) -> Result<TaskReport, VmError> {
         let mut timings = PhaseTimings::default();
         let (base, overlay) = (
@@ -226,7 +243,7 @@ impl VmSlot {
         }
         let started = Instant::now();
         self.start(&overlay, Some(io_disk)).await?;
-        let outcome = self.wait_done(task_id, deadline).await?;
+        let outcome = self.wait_done_until(task_id, deadline, cancel).await?;
         timings.run = started.elapsed();
         timings.boot_to_ready = self
             .last_ready
@@ -241,6 +258,7 @@ impl VmSlot {
         task_id: &str,
         io_disk: IoDiskSource,
         deadline: Duration,
+        cancel: &CancellationToken,
     ) -> Result<TaskReport, VmError> {
         let mut timings = PhaseTimings::default();
         if self.state == SlotState::WarmNeedsRevert {
@@ -259,7 +277,7 @@ impl VmSlot {
         timings.attach = Some(t.elapsed());
         self.state = SlotState::WarmNeedsRevert;
         let started = Instant::now();
-        let outcome = self.wait_done(task_id, deadline).await?;
+        let outcome = self.wait_done_until(task_id, deadline, cancel).await?;
         timings.run = started.elapsed();
         if matches!(outcome, TaskOutcome::Done(_) | TaskOutcome::AgentFailed(_)) {
             let t = Instant::now();
@@ -273,19 +291,31 @@ impl VmSlot {
                 }
             }
         }
-        // Back to the warm state now, so the next task starts at once; a failure here is
-        // retried by the next task, the outcome of this one stands.
-        let t = Instant::now();
-        match self.revert().await {
-            Ok(path) => {
-                timings.revert = Some(t.elapsed());
+        // Back to the warm state now, so the next task starts at once (unless the caller
+        // restores it itself); the outcome of this task stands either way.
+        if self.config.revert_after_task {
+            if let Some((path, took)) = self.restore().await {
+                timings.revert = Some(took);
                 timings.revert_path = Some(path);
-            }
-            Err(e) => {
-                tracing::warn!(domain = %self.name, "could not return to the warm snapshot: {e}")
             }
         }
         Ok(TaskReport { outcome, timings })
+    }
+
+    /// Returns a warm slot that ran a task to its snapshot, if it is not there yet; `None` when
+    /// there was nothing to do or the revert failed (logged; the next task retries it).
+    pub async fn restore(&mut self) -> Option<(RevertPath, Duration)> {
+        if self.state != SlotState::WarmNeedsRevert {
+            return None;
+        }
+        let started = Instant::now();
+        match self.revert().await {
+            Ok(path) => Some((path, started.elapsed())),
+            Err(e) => {
+                tracing::warn!(domain = %self.name, "could not return to the warm snapshot: {e}");
+                None
+            }
+        }
     }
 
     /// Defines the domain over `system_disk` (with the I/O disk at boot if given), starts it
@@ -331,7 +361,11 @@ impl VmSlot {
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<AgentMessage, VmError> {
         let deadline = Instant::now() + timeout;
         let waited = self
-            .wait_for(deadline, |m| matches!(m, AgentMessage::Ready { .. }))
+            .wait_for(
+                deadline,
+                |m| matches!(m, AgentMessage::Ready { .. }),
+                &CancellationToken::new(),
+            )
             .await?;
         let detail = match waited {
             Waited::Message(AgentMessage::Ready {
@@ -350,6 +384,7 @@ impl VmSlot {
                 "no ready message before the deadline; the guest was destroyed".to_string()
             }
             Waited::GuestGone(detail) => detail,
+            Waited::Cancelled => "waiting for the agent was cancelled".to_string(),
         };
         self.destroy().await?;
         Err(VmError::NotReady {
@@ -367,6 +402,18 @@ impl VmSlot {
         task_id: &str,
         timeout: Duration,
     ) -> Result<TaskOutcome, VmError> {
+        self.wait_done_until(task_id, timeout, &CancellationToken::new())
+            .await
+    }
+
+    /// [`VmSlot::wait_done`], or until `cancel`: then the guest is destroyed and the outcome is
+    /// [`TaskOutcome::Cancelled`].
+    async fn wait_done_until(
+        &mut self,
+        task_id: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<TaskOutcome, VmError> {
         let deadline = Instant::now() + timeout;
         let ours = |m: &AgentMessage| match m {
             AgentMessage::Done { task_id: id } => id == task_id,
@@ -375,7 +422,7 @@ impl VmSlot {
             }
             AgentMessage::Ready { .. } | AgentMessage::Started { .. } => false,
         };
-        Ok(match self.wait_for(deadline, ours).await? {
+        Ok(match self.wait_for(deadline, ours, cancel).await? {
             Waited::Message(done @ AgentMessage::Done { .. }) => TaskOutcome::Done(done),
             Waited::Message(failed) => TaskOutcome::AgentFailed(failed),
             Waited::TimedOut => {
@@ -385,6 +432,10 @@ impl VmSlot {
             Waited::GuestGone(detail) => {
                 self.destroy().await?;
                 TaskOutcome::GuestDied { detail }
+            }
+            Waited::Cancelled => {
+                self.destroy().await?;
+                TaskOutcome::Cancelled
             }
         })
     }
@@ -476,11 +527,13 @@ impl VmSlot {
         Ok(())
     }
 
-    /// Waits for a message `accept`ed, the deadline, or the guest's death, whichever is first.
+    /// Waits for a message `accept`ed, the deadline, the guest's death, or `cancel`, whichever
+    /// is first.
     async fn wait_for(
         &mut self,
         deadline: Instant,
         accept: impl Fn(&AgentMessage) -> bool,
+        cancel: &CancellationToken,
     ) -> Result<Waited, VmError> {
         let domain = self.domain()?.clone();
         let mut invalid = 0usize;
@@ -490,8 +543,14 @@ impl VmSlot {
                 return Ok(Waited::TimedOut);
             }
             let poll_until = tokio::time::Instant::from_std(deadline.min(now + STATE_POLL));
+            if cancel.is_cancelled() {
+                return Ok(Waited::Cancelled);
+            }
             let event = match self.channel.as_mut() {
-                Some(channel) => channel.next_before(poll_until).await,
+                Some(channel) => tokio::select! {
+                    event = channel.next_before(poll_until) => event,
+                    _ = cancel.cancelled() => return Ok(Waited::Cancelled),
+                },
                 None => Some(ChannelEvent::Closed),
             };
             match event {
@@ -578,6 +637,7 @@ mod tests {
             vcpus: 1,
             accel: Accel::Auto,
             ready_timeout: Duration::from_secs(1),
+            revert_after_task: true,
         }
     }
 

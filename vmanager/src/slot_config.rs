@@ -46,6 +46,10 @@ pub struct SlotConfig {
     pub accel: Accel,
     /// How long the first boot may take to report ready (prepare steps included).
     pub ready_timeout: Duration,
+    /// Warm mode: return to the snapshot at the end of each task (`true`, the default), or leave
+    /// that to the caller's [`crate::VmSlot::restore`], e.g. while it reads the task's results;
+    /// a task that finds the slot unreverted reverts first either way.
+    pub revert_after_task: bool,
 }
 
 impl SlotConfig {
@@ -68,6 +72,7 @@ impl SlotConfig {
             vcpus: recipe.vm.vcpus,
             accel: recipe.vm.accel,
             ready_timeout: Duration::from_secs(prepare) + BOOT_ALLOWANCE,
+            revert_after_task: true,
         }
     }
 

@@ -16,6 +16,8 @@ pub enum TaskOutcome {
     Overrun { deadline: Duration },
     /// The guest stopped (crash, panic, power-off) before reporting; `detail` has the evidence.
     GuestDied { detail: String },
+    /// The caller cancelled the task (its job was cancelled); the guest was destroyed.
+    Cancelled,
 }
 
 /// A finished task: its outcome and where the time went.

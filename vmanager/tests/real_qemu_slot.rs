@@ -1,7 +1,7 @@
 //! VM slots on real QEMU (TCG here) with the real debian-12 image and agent: cold and warm
 //! cycles of three tasks each, where every task checks that the previous task's marker file is
 //! gone from the guest's root filesystem (rollback), an overrunning guest destroyed at its
-//! deadline, and crash recovery of a slot's own leftovers.
+//! deadline, a cancelled task stopped at once, and crash recovery of a slot's own leftovers.
 
 #[path = "real_qemu_slot/fixture.rs"]
 mod fixture;
@@ -108,7 +108,7 @@ async fn real_qemu_cold_slot_boots_each_task_from_the_clean_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_an_overrun() {
+async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_overrun_cancel_and_kill() {
     let recipe = recipe();
     let image = tokio::task::spawn_blocking({
         let recipe = recipe.clone();
@@ -167,6 +167,37 @@ async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_an_overrun() {
     );
     eprintln!("overrun: {:?}", report.timings);
 
+    // The task's job is cancelled while the guest runs it: the guest is destroyed at once, not
+    // at the deadline, and the slot comes back from the snapshot.
+    let task_id = format!("{}-cancelled", slot.name());
+    let task = shell_task(
+        &task_id,
+        "echo cancelled > /var/tmp/marker && sync && sleep 600",
+        900,
+    );
+    let disk = io_disk(dir.path(), &task);
+    let cancel = pyti_vmanager::CancellationToken::new();
+    let canceller = {
+        let (cancel, console) = (cancel.clone(), slot.paths().console_log.clone());
+        std::thread::spawn(move || {
+            wait_for_console(&console, "I/O disk found");
+            cancel.cancel();
+            Instant::now()
+        })
+    };
+    let report = slot
+        .run_task_until(&task_id, IoDiskSource::File(disk), TASK_DEADLINE, &cancel)
+        .await
+        .unwrap();
+    let cancelled_at = canceller.join().unwrap();
+    assert_eq!(report.outcome, TaskOutcome::Cancelled);
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(15),
+        "cancel honoured after {:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(report.timings.revert_path, Some(RevertPath::Restarted));
+
     // QEMU dies under a running task (killed from outside, as an OOM killer would): reported at
     // once as a dead guest, not at the deadline.
     let task_id = format!("{}-killed", slot.name());
@@ -179,14 +210,7 @@ async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_an_overrun() {
     let (name, console) = (slot.name().to_string(), slot.paths().console_log.clone());
     let killer = std::thread::spawn(move || {
         // Kill once the agent has picked the disk up (it says so on the console).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&console)
-            .unwrap_or_default()
-            .contains("I/O disk found")
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_console(&console, "I/O disk found");
         let hv = hypervisor();
         let domain = pyti_vmanager::slot_domain::SlotDomain::lookup(hv.connect(), &name)
             .unwrap()
@@ -232,6 +256,24 @@ async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_an_overrun() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Waits (at most a minute) until the guest's console log shows `text` after what it held when
+/// called (the log is appended to across tasks, and starts afresh when QEMU restarts).
+fn wait_for_console(console: &std::path::Path, text: &str) {
+    let read = || std::fs::read(console).unwrap_or_default();
+    let mut from = read().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let log = read();
+        if log.len() < from {
+            from = 0;
+        }
+        if String::from_utf8_lossy(&log[from..]).contains(text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
