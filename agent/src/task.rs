@@ -12,6 +12,7 @@ use pyti_wire::io_layout::{
 };
 use pyti_wire::limits;
 use pyti_wire::raw_data::{RawResult, StepOutcome, StepRawData, RAW_RESULT_SCHEMA};
+use pyti_wire::result_region;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -65,17 +66,25 @@ pub fn handle_disk(dev: &Path, reporter: &mut Reporter, info: &GuestInfo, drop_p
         steps,
     };
     let written = write_result(io, &result);
+    let has_artifacts =
+        std::fs::read_dir(io.join(ARTIFACTS_DIR)).is_ok_and(|mut entries| entries.next().is_some());
     boot::reap_orphans();
     let unmounted = io_disk::unmount();
     match (written, unmounted) {
-        (Ok(()), Ok(())) => reporter.send(&AgentMessage::Done {
-            task_id: task.task_id,
-        }),
+        (Ok(json), Ok(())) => {
+            // Optional: without it the host reads result.json from the filesystem.
+            if let Err(e) = write_result_region(dev, &task.task_id, &json, has_artifacts) {
+                reporter.log(&format!("result region not written: {e}"));
+            }
+            reporter.send(&AgentMessage::Done {
+                task_id: task.task_id,
+            })
+        }
         (Err(e), _) => reporter.send(&AgentMessage::Failed {
             task_id: Some(task.task_id),
             detail: format!("cannot write {RESULT_FILE}: {e}"),
         }),
-        (Ok(()), Err(e)) => reporter.send(&AgentMessage::Failed {
+        (Ok(_), Err(e)) => reporter.send(&AgentMessage::Failed {
             task_id: Some(task.task_id),
             detail: format!("{RESULT_FILE} written but the I/O disk did not unmount cleanly: {e}"),
         }),
@@ -179,7 +188,7 @@ pub fn read_task(path: &Path) -> Result<GuestTask, String> {
 }
 
 /// Writes `result.json` atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_result(io: &Path, result: &RawResult) -> std::io::Result<()> {
+pub fn write_result(io: &Path, result: &RawResult) -> std::io::Result<Vec<u8>> {
     let temp = io.join(RESULT_TEMP_FILE);
     let json = serde_json::to_vec(result).map_err(std::io::Error::other)?;
     {
@@ -188,7 +197,31 @@ pub fn write_result(io: &Path, result: &RawResult) -> std::io::Result<()> {
         file.sync_all()?;
     }
     std::fs::rename(&temp, io.join(RESULT_FILE))?;
-    std::fs::File::open(io)?.sync_all()
+    std::fs::File::open(io)?.sync_all()?;
+    Ok(json)
+}
+
+/// Copies the result into the disk's result region (after the filesystem is unmounted): the
+/// payload first, the header last, each synced, so the host never sees half a result.
+pub fn write_result_region(
+    dev: &Path,
+    task_id: &str,
+    json: &[u8],
+    has_artifacts: bool,
+) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let header = result_region::encode_header(task_id, json, has_artifacts)
+        .map_err(std::io::Error::other)?;
+    let mut disk = std::fs::OpenOptions::new().write(true).open(dev)?;
+    let size = disk.seek(SeekFrom::End(0))?;
+    let offset = result_region::region_offset(size).ok_or_else(|| {
+        std::io::Error::other(format!("the disk ({size} bytes) has no result region"))
+    })?;
+    disk.write_all_at(json, offset + result_region::HEADER_BYTES)?;
+    disk.sync_data()?;
+    disk.write_all_at(&header, offset)?;
+    disk.sync_data()
 }
 
 #[cfg(test)]
@@ -210,6 +243,31 @@ mod tests {
         assert!(read_task(&path).unwrap_err().contains("schema 9"));
         std::fs::write(&path, vec![b' '; limits::MAX_TASK_FILE_BYTES as usize + 10]).unwrap();
         assert!(read_task(&path).unwrap_err().contains("exceeds"));
+    }
+
+    #[test]
+    fn the_result_region_holds_the_result_after_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("io.img");
+        let size = 64 * 1024 * 1024;
+        std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+        let json = br#"{"task_id":"t9"}"#;
+        write_result_region(&disk, "t9", json, false).unwrap();
+        let bytes = std::fs::read(&disk).unwrap();
+        let offset = result_region::region_offset(size).unwrap() as usize;
+        assert!(
+            bytes[..offset].iter().all(|b| *b == 0),
+            "the filesystem part is untouched"
+        );
+        let header = result_region::decode_header(&bytes[offset..], 1 << 20).unwrap();
+        assert_eq!(header.task_id, "t9");
+        assert!(!header.has_artifacts);
+        let start = offset + result_region::HEADER_BYTES as usize;
+        result_region::verify_payload(&header, &bytes[start..start + json.len()]).unwrap();
+
+        let tiny = dir.path().join("tiny.img");
+        std::fs::File::create(&tiny).unwrap().set_len(4096).unwrap();
+        assert!(write_result_region(&tiny, "t9", json, false).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::accelerator::{Accelerator, BACKEND_SETTINGS_ENV};
 use crate::infrastructure::{describe, InfrastructureError};
+use pyti_wire::result_region;
 use std::path::{Path, PathBuf};
 
 /// Where the appliance mounts the slot being worked on (inside the appliance, not on the host).
@@ -136,16 +137,49 @@ impl Appliance {
             .umount(MOUNT_POINT, guestfs::UmountOptArgs::default())
     }
 
-    /// Recreates a slot's filesystem (ext4, the I/O label) when the guest left it unusable.
-    pub(crate) fn reformat(&self, slot: usize) -> Result<(), guestfs::Error> {
-        self.handle.mkfs(
-            "ext4",
+    /// Recreates a slot's filesystem (ext4, the I/O label) when the guest left it unusable,
+    /// ending where the result region of a `disk_bytes` disk begins.
+    pub(crate) fn reformat(&self, slot: usize, disk_bytes: u64) -> Result<(), guestfs::Error> {
+        let fs_bytes = result_region::region_offset(disk_bytes).unwrap_or(disk_bytes);
+        self.handle.mke2fs(
             &self.devices[slot],
-            guestfs::MkfsOptArgs {
+            guestfs::Mke2fsOptArgs {
+                fstype: Some("ext4"),
+                blocksize: Some(4096),
+                blockscount: Some((fs_bytes / 4096) as i64),
                 label: Some(pyti_wire::io_layout::IO_DISK_LABEL),
                 ..Default::default()
             },
         )
+    }
+
+    /// Reads `len` raw bytes of a slot's device at `offset` (no filesystem involved; guestfsd
+    /// reads the device itself, without running a program).
+    pub(crate) fn read_raw(
+        &self,
+        slot: usize,
+        len: u64,
+        offset: u64,
+    ) -> Result<Vec<u8>, guestfs::Error> {
+        self.handle
+            .pread_device(&self.devices[slot], len as i32, offset as i64)
+    }
+
+    /// Writes raw bytes to a slot's device at `offset`.
+    pub(crate) fn write_raw(
+        &self,
+        slot: usize,
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<(), guestfs::Error> {
+        self.handle
+            .pwrite_device(&self.devices[slot], bytes, offset as i64)
+            .map(|_| ())
+    }
+
+    /// Drops the appliance's cached blocks of a slot's device (someone else wrote it).
+    pub(crate) fn flush_buffers(&self, slot: usize) -> Result<(), guestfs::Error> {
+        self.handle.blockdev_flushbufs(&self.devices[slot])
     }
 
     /// Turns a failed call into an infrastructure failure when the appliance died, or returns the

@@ -1,5 +1,7 @@
 //! Whether a payload fits an I/O disk, decided before the VM starts.
 
+use pyti_wire::result_region::RESULT_REGION_BYTES;
+
 /// ext4 allocates whole 4 KiB blocks; each file also costs an inode and a directory entry, which
 /// one more block per file over-approximates safely.
 const BLOCK_BYTES: u64 = 4096;
@@ -13,14 +15,14 @@ pub fn required_free_bytes(content_bytes: u64, file_count: u64, output_reserve: 
         .saturating_add(output_reserve)
 }
 
-/// Smallest I/O disk size (bytes) for a payload, with ext4's own overhead (journal, inode
-/// tables: ~5 % plus a fixed 8 MiB) on top; callers size `io_disk_bytes` from it, capped by
-/// their maximum.
+/// Smallest I/O disk size (bytes) for a payload, with ext4's own overhead (inode tables: ~5 %
+/// plus a fixed 8 MiB) and the result region after the filesystem on top; callers size
+/// `io_disk_bytes` from it, capped by their maximum.
 pub fn disk_bytes_for(required_free: u64) -> u64 {
     let with_overhead = required_free
         .saturating_add(required_free / 20)
         .saturating_add(8 * 1024 * 1024);
-    with_overhead.div_ceil(1024 * 1024) * 1024 * 1024
+    (with_overhead.div_ceil(1024 * 1024) * 1024 * 1024).saturating_add(RESULT_REGION_BYTES)
 }
 
 /// Why a payload does not fit.

@@ -12,7 +12,7 @@ pub const DEFAULT_IO_DISK_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Default largest I/O disk a configuration may ask for: beyond this a typo would fill the host.
 pub const DEFAULT_MAX_IO_DISK_BYTES: u64 = 32 * 1024 * 1024 * 1024;
 /// Smallest I/O disk: ext4 with a journal needs a few MiB before any file fits.
-pub const MIN_IO_DISK_BYTES: u64 = 16 * 1024 * 1024;
+pub const MIN_IO_DISK_BYTES: u64 = pyti_wire::result_region::RESULT_REGION_BYTES + 16 * 1024 * 1024;
 /// Free space kept for what the guest writes back (result and artifacts) when sizing a payload.
 pub const DEFAULT_OUTPUT_RESERVE_BYTES: u64 = 32 * 1024 * 1024;
 /// Slots (VMs) one session serves: each is one drive of the one appliance.

@@ -1,14 +1,17 @@
 //! Extract: read what the guest wrote — `result.json` and `artifacts/` — as untrusted data.
 //!
-//! Every file is `lstat`ed before it is read: only regular files inside the I/O root are read,
-//! and only when their size is within the limits. Paths are resolved by the appliance inside its
-//! own root, never on the host.
+//! First from the result region after the filesystem (see [`pyti_wire::result_region`]): two raw
+//! reads, no mount. When the agent wrote no region, or left artifacts, the filesystem is mounted
+//! read-only: every file is `lstat`ed before it is read, only regular files inside the I/O root
+//! are read, and only when their size is within the limits. Paths are resolved by the appliance
+//! inside its own root, never on the host.
 
 use crate::appliance::Appliance;
 use crate::config::ExtractLimits;
 use crate::infrastructure::InfrastructureError;
 use pyti_wire::io_layout::{ARTIFACTS_DIR, RESULT_FILE};
 use pyti_wire::raw_data::{RawDataError, RawResult};
+use pyti_wire::result_region::{self, RegionError, HEADER_BYTES};
 
 /// Bytes per `pread` call: libguestfs messages are capped at 4 MiB, and one round trip per
 /// 2 MiB keeps reads fast (whole-file reads stream and cost ~100 ms).
@@ -31,6 +34,17 @@ pub struct GuestOutput {
     pub result_bytes: u64,
     /// Regular files found under `artifacts/` (paths relative to it), within the limits.
     pub artifacts: Vec<Artifact>,
+    /// Where the result was read from.
+    pub source: ResultSource,
+}
+
+/// Where [`GuestOutput::result`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultSource {
+    /// The result region: raw reads, no mount.
+    Region,
+    /// `result.json` on the mounted filesystem.
+    Filesystem,
 }
 
 /// One file from `artifacts/`.
@@ -69,6 +83,8 @@ pub enum ExtractError {
     TooManyArtifacts { limit: usize },
     #[error("reading `{path}` from the I/O disk failed: {detail}")]
     ReadFailed { path: String, detail: String },
+    #[error("the result region was refused: {0}")]
+    Region(#[from] RegionError),
 }
 
 impl ExtractError {
@@ -98,10 +114,14 @@ fn kind_of(mode: i64) -> &'static str {
 pub(crate) fn extract(
     appliance: &Appliance,
     slot: usize,
+    disk_bytes: u64,
     task_id: &str,
     output_limit: u64,
     limits: ExtractLimits,
 ) -> Result<GuestOutput, ExtractError> {
+    if let Some(output) = from_region(appliance, slot, disk_bytes, task_id, output_limit, limits)? {
+        return Ok(output);
+    }
     if let Err(e) = appliance.mount_fresh(slot, true) {
         let detail = appliance.diagnose("extract mount", &e)?;
         return Err(ExtractError::Unmountable { detail });
@@ -207,15 +227,7 @@ fn read_output(
         });
     }
     let bytes = read_bounded(appliance, &format!("/{RESULT_FILE}"), size)?;
-    let result: RawResult = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ExtractError::BadSchema {
-            detail: e.to_string(),
-        },
-        _ => ExtractError::NotJson {
-            detail: e.to_string(),
-        },
-    })?;
-    result.validate(task_id, output_limit)?;
+    let result = parse_result(&bytes, task_id, output_limit)?;
     let artifacts = match artifacts_stat {
         None => Vec::new(),
         Some(stat) if stat.st_mode & S_IFMT == S_IFDIR => read_artifacts(appliance, limits)?,
@@ -230,7 +242,105 @@ fn read_output(
         result,
         result_bytes: size,
         artifacts,
+        source: ResultSource::Filesystem,
     })
+}
+
+/// Parses and validates the guest's result bytes.
+fn parse_result(bytes: &[u8], task_id: &str, output_limit: u64) -> Result<RawResult, ExtractError> {
+    let result: RawResult = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ExtractError::BadSchema {
+            detail: e.to_string(),
+        },
+        _ => ExtractError::NotJson {
+            detail: e.to_string(),
+        },
+    })?;
+    result.validate(task_id, output_limit)?;
+    Ok(result)
+}
+
+/// The result from the result region; `None` when the filesystem must be read instead (the
+/// agent wrote no region, or left artifacts on the filesystem).
+///
+/// The appliance's view of the device could in principle hold blocks cached before the guest
+/// wrote (its last close drops them, but only if nothing else held it open): a header naming
+/// another task, or a payload not matching the header's checksum, is read again once after
+/// flushing the device's buffers before it counts as the guest's fault.
+fn from_region(
+    appliance: &Appliance,
+    slot: usize,
+    disk_bytes: u64,
+    task_id: &str,
+    output_limit: u64,
+    limits: ExtractLimits,
+) -> Result<Option<GuestOutput>, ExtractError> {
+    let Some(region) = result_region::region_offset(disk_bytes) else {
+        return Ok(None);
+    };
+    let read = |len: u64, offset: u64| {
+        appliance
+            .read_raw(slot, len, offset)
+            .map_err(|e| read_failed(appliance, "(result region)", &e))
+    };
+    let mut flushed = false;
+    loop {
+        let block = read(HEADER_BYTES, region)?;
+        let header = match result_region::decode_header(&block, limits.max_result_bytes) {
+            // A stale empty header is harmless: the filesystem holds the result too.
+            Err(RegionError::Empty) => return Ok(None),
+            Err(e) => return Err(e.into()),
+            Ok(header) if header.task_id != task_id => None,
+            Ok(header) => Some(header),
+        };
+        let payload = match &header {
+            Some(header) => {
+                let mut payload = Vec::with_capacity(header.length as usize);
+                while (payload.len() as u64) < header.length {
+                    let want = (header.length - payload.len() as u64).min(READ_CHUNK_BYTES);
+                    let chunk = read(want, region + HEADER_BYTES + payload.len() as u64)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    payload.extend_from_slice(&chunk);
+                }
+                Some(payload)
+            }
+            None => None,
+        };
+        match (header, payload) {
+            (Some(header), Some(payload))
+                if result_region::verify_payload(&header, &payload).is_ok() =>
+            {
+                if header.has_artifacts {
+                    return Ok(None);
+                }
+                let result = parse_result(&payload, task_id, output_limit)?;
+                return Ok(Some(GuestOutput {
+                    result,
+                    result_bytes: header.length,
+                    artifacts: Vec::new(),
+                    source: ResultSource::Region,
+                }));
+            }
+            _ if !flushed => {
+                flushed = true;
+                appliance
+                    .flush_buffers(slot)
+                    .map_err(|e| read_failed(appliance, "(result region)", &e))?;
+            }
+            (Some(_), _) => return Err(RegionError::Checksum.into()),
+            _ => {
+                let named = result_region::decode_header(&block, limits.max_result_bytes)
+                    .map(|h| h.task_id)
+                    .unwrap_or_default();
+                return Err(RegionError::Malformed(format!(
+                    "it names task `{named}`, not `{task_id}`"
+                ))
+                .into());
+            }
+        }
+    }
 }
 
 /// Walks `artifacts/` (directories and regular files only), checks count and total size, then

@@ -6,6 +6,7 @@ use crate::infrastructure::InfrastructureError;
 use crate::io_disk::{self, IoDisk};
 use crate::payload::{CheckedPayload, PayloadError};
 use pyti_wire::io_layout::{PACKAGE_DIR, TASK_FILE, WHEELHOUSE_DIR};
+use pyti_wire::result_region;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -146,7 +147,7 @@ pub(crate) fn inject_through_appliance(
         let detail = appliance.diagnose("inject mount", &e)?;
         tracing::warn!(slot, %detail, "I/O disk not mountable (left damaged by a guest?); reformatting");
         appliance
-            .reformat(slot)
+            .reformat(slot, sizing.disk_bytes)
             .map_err(|e| write_err("inject reformat", &e))?;
         appliance
             .mount_fresh(slot, false)
@@ -157,7 +158,14 @@ pub(crate) fn inject_through_appliance(
         .unmount()
         .map_err(|e| write_err("inject unmount", &e));
     written?;
-    unmounted
+    unmounted?;
+    // The previous task's result must not be taken for this one's.
+    if let Some(region) = result_region::region_offset(sizing.disk_bytes) {
+        appliance
+            .write_raw(slot, &[0u8; result_region::HEADER_BYTES as usize], region)
+            .map_err(|e| write_err("inject wipe result header", &e))?;
+    }
+    Ok(())
 }
 
 fn write_payload(
@@ -176,7 +184,7 @@ fn write_payload(
             }
         }
     };
-    wipe(appliance, slot)?;
+    wipe(appliance, slot, sizing.disk_bytes)?;
     let vfs = g.statvfs("/").map_err(fail("inject statvfs"))?;
     let available = u64::try_from(vfs.bavail.saturating_mul(vfs.frsize)).unwrap_or(0);
     if needed > available {
@@ -213,7 +221,7 @@ fn write_payload(
 /// Removes everything the previous task (and its guest) left, keeping `lost+found`. If the guest
 /// made files impossible to remove (immutable attributes, corrupted directories), the slot is
 /// reformatted instead.
-fn wipe(appliance: &Appliance, slot: usize) -> Result<(), InjectError> {
+fn wipe(appliance: &Appliance, slot: usize, disk_bytes: u64) -> Result<(), InjectError> {
     let g = appliance.handle();
     let attempt = || -> Result<(), guestfs::Error> {
         for name in g.ls("/")? {
@@ -228,7 +236,7 @@ fn wipe(appliance: &Appliance, slot: usize) -> Result<(), InjectError> {
         tracing::warn!(slot, %detail, "cannot wipe the I/O disk; reformatting it");
         let redo = || -> Result<(), guestfs::Error> {
             appliance.unmount()?;
-            appliance.reformat(slot)?;
+            appliance.reformat(slot, disk_bytes)?;
             appliance.mount_fresh(slot, false)
         };
         redo().map_err(|e| match appliance.diagnose("inject reformat", &e) {

@@ -9,6 +9,7 @@
 
 use crate::infrastructure::InfrastructureError;
 use pyti_wire::io_layout::IO_DISK_LABEL;
+use pyti_wire::result_region;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,32 +82,66 @@ pub(crate) fn create_image(path: &Path, size: u64) -> Result<(), InfrastructureE
 }
 
 /// Formats an existing image ext4 with the I/O label, filled from `content` if given
-/// (`mkfs.ext4 -d`).
+/// (`mkfs.ext4 -d`), leaving the result region at its end outside the filesystem, with its
+/// header wiped (see [`pyti_wire::result_region`]).
 ///
 /// `mkfs.ext4` runs in user space on the file: the host kernel never mounts an I/O disk, and the
 /// old contents (guest-written, untrusted) are never parsed, only discarded (hole-punched, so the
 /// sparse image does not grow from task to task). No reserved blocks (`-m 0`): the guest's
-/// unprivileged steps may use all of it.
+/// unprivileged steps may use all of it. No journal: the filesystem is rebuilt for every task,
+/// so there is never anything to recover, and the guest's mount and unmount are cheaper.
 pub(crate) fn format_image(path: &Path, content: Option<&Path>) -> Result<(), InfrastructureError> {
+    let mkfs_err = |detail: String| InfrastructureError::Mkfs {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| mkfs_err(format!("cannot read the image's size: {e}")))?
+        .len();
+    let region = result_region::region_offset(size).ok_or_else(|| {
+        mkfs_err(format!(
+            "the image ({size} bytes) is too small for the result region ({} bytes)",
+            result_region::RESULT_REGION_BYTES
+        ))
+    })?;
     let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args(["-q", "-F", "-m", "0", "-L", IO_DISK_LABEL]);
+    mkfs.args([
+        "-q",
+        "-F",
+        "-m",
+        "0",
+        "-O",
+        "^has_journal",
+        "-L",
+        IO_DISK_LABEL,
+    ]);
     if let Some(dir) = content {
         mkfs.arg("-d").arg(dir);
     }
-    let output = mkfs
-        .arg(path)
-        .output()
-        .map_err(|e| InfrastructureError::Mkfs {
-            path: path.to_path_buf(),
-            detail: format!("cannot run mkfs.ext4: {e}"),
-        })?;
+    mkfs.arg(path).arg(format!("{}k", region / 1024));
+    let output = mkfs.output().map_err(|e| InfrastructureError::Mkfs {
+        path: path.to_path_buf(),
+        detail: format!("cannot run mkfs.ext4: {e}"),
+    })?;
     if !output.status.success() {
         return Err(InfrastructureError::Mkfs {
             path: path.to_path_buf(),
             detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    wipe_result_header(path, region)
+}
+
+/// Zeroes the result region's header: a result the host reads later was written after this.
+fn wipe_result_header(path: &Path, region: u64) -> Result<(), InfrastructureError> {
+    use std::os::unix::fs::FileExt;
+    let failed = |source| InfrastructureError::CreateImage {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new().write(true).open(path).map_err(failed)?;
+    file.write_all_at(&[0u8; result_region::HEADER_BYTES as usize], region)
+        .map_err(failed)
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ mod worker;
 
 pub use accelerator::Accelerator;
 pub use config::{ExtractLimits, InjectMethod, SessionConfig};
-pub use extract::{Artifact, ExtractError, GuestOutput};
+pub use extract::{Artifact, ExtractError, GuestOutput, ResultSource};
 pub use infrastructure::InfrastructureError;
 pub use inject::InjectError;
 pub use io_disk::{HeldDisk, IoDisk, ReleasedDisk};

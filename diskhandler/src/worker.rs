@@ -136,9 +136,17 @@ impl Worker {
                         self.drop_appliance();
                     }
                     let limits = self.limits;
+                    let disk_bytes = self.disks.get(slot).map_or(0, |disk| disk.size);
                     let outcome = self.guarded("extract", |worker| {
                         let appliance = worker.ensure_appliance()?;
-                        extract::extract(appliance, slot, &task_id, output_limit, limits)
+                        extract::extract(
+                            appliance,
+                            slot,
+                            disk_bytes,
+                            &task_id,
+                            output_limit,
+                            limits,
+                        )
                     });
                     let _ = reply.send(outcome);
                 }

@@ -6,8 +6,8 @@
 mod support;
 
 use pyti_diskhandler::{
-    Accelerator, ExtractError, HeldDisk, InfrastructureError, InjectMethod, PayloadFile, Session,
-    SessionConfig, TaskPayload,
+    Accelerator, ExtractError, HeldDisk, InfrastructureError, InjectMethod, PayloadFile,
+    ResultSource, Session, SessionConfig, TaskPayload,
 };
 use pyti_wire::guest_task::{GuestStep, GuestTask, GUEST_TASK_SCHEMA};
 use pyti_wire::raw_data::{CapturedOutput, RawResult, StepOutcome, StepRawData, RAW_RESULT_SCHEMA};
@@ -412,6 +412,106 @@ async fn real_guestfs_hostile_disks_give_clear_statuses_and_the_session_keeps_wo
         matches!(x.outcome, Err(ExtractError::Unmountable { .. })),
         "{message}"
     );
+    held = x.disk;
+
+    // The result region after the filesystem, as the agent writes it: read with no mount, even
+    // with no result.json on the filesystem at all.
+    let region = pyti_wire::result_region::region_offset(64 * MIB).unwrap();
+    let good = result_json("region");
+    let released = session
+        .inject(held, &payload(d, "region"))
+        .await
+        .map_err(|f| f.error)
+        .unwrap();
+    writer.write_region(d, region, "region", good.as_bytes(), good.as_bytes(), false);
+    let x = session.extract(released).await;
+    let output = x.outcome.as_ref().expect("a valid result region");
+    assert_eq!(output.result.task_id, "region");
+    assert_eq!(output.source, ResultSource::Region);
+    held = x.disk;
+
+    // A region naming another task, one whose payload does not match its checksum (a torn
+    // write), and one announcing more than the limit: each refused with its reason.
+    for (task, named, payload_bytes, what) in [
+        (
+            "region-other",
+            "someone-else",
+            good.clone(),
+            "names task `someone-else`",
+        ),
+        (
+            "region-torn",
+            "region-torn",
+            "{\"torn\": true}".to_string(),
+            "checksum",
+        ),
+    ] {
+        let released = session
+            .inject(held, &payload(d, task))
+            .await
+            .map_err(|f| f.error)
+            .unwrap();
+        writer.write_region(
+            d,
+            region,
+            named,
+            good.as_bytes(),
+            payload_bytes.as_bytes(),
+            false,
+        );
+        let x = session.extract(released).await;
+        let message = expect_err(&x, task);
+        assert!(
+            matches!(x.outcome, Err(ExtractError::Region(_))) && message.contains(what),
+            "{task}: {message}"
+        );
+        held = x.disk;
+    }
+    let released = session
+        .inject(held, &payload(d, "region-big"))
+        .await
+        .map_err(|f| f.error)
+        .unwrap();
+    let mut header = pyti_wire::result_region::encode_header("region-big", b"{}", false).unwrap();
+    header[8..16].copy_from_slice(&(17_000_000u64).to_le_bytes());
+    writer.write_raw(d, &header, region);
+    let x = session.extract(released).await;
+    let message = expect_err(&x, "region-big");
+    assert!(message.contains("17000000 bytes"), "{message}");
+    held = x.disk;
+
+    // A guest that left artifacts: the region says so and the filesystem is read for them.
+    let good = result_json("region-artifacts");
+    let released = session
+        .inject(held, &payload(d, "region-artifacts"))
+        .await
+        .map_err(|f| f.error)
+        .unwrap();
+    writer.as_guest(&[
+        "write",
+        "/result.json",
+        &good,
+        ":",
+        "mkdir",
+        "/artifacts",
+        ":",
+        "write",
+        "/artifacts/log.txt",
+        "logged",
+        ":",
+    ]);
+    writer.write_region(
+        d,
+        region,
+        "region-artifacts",
+        good.as_bytes(),
+        good.as_bytes(),
+        true,
+    );
+    let x = session.extract(released).await;
+    let output = x.outcome.as_ref().expect("result and artifacts");
+    assert_eq!(output.source, ResultSource::Filesystem);
+    assert_eq!(output.artifacts.len(), 1, "{:?}", output.artifacts);
     held = x.disk;
 
     // After all that, a normal task works, on the same appliance.

@@ -16,7 +16,7 @@ type MethodDoc = (
 const METHODS: &[MethodDoc] = &[
     ("submit_job", "Queue a job: one task per recipe.", "submitter, admin", &[("spec", "JobSpec")], "SubmitReceipt"),
     ("cancel_job", "Cancel a job: queued tasks at once, running ones via their slaves.", "submitter (own jobs), admin", &[("job_id", "integer")], "CancelReceipt"),
-    ("register", "Announce a slave's recipes and slots.", "slave, admin", &[("registration", "SlaveRegistration")], "RegistrationReply"),
+    ("register", "Announce a slave's recipes and slots, once per run: leases an earlier run of the same slave still holds are given up and their tasks requeued.", "slave, admin", &[("registration", "SlaveRegistration")], "RegistrationReply"),
     ("heartbeat", "Renew the slave's leases; lists tasks to stop.", "slave, admin", &[("slave", "string")], "HeartbeatReply"),
     ("claim", "Long-poll for a task of a registered recipe; null when none came in time.", "slave, admin", &[("request", "ClaimRequest")], "ClaimedTask | null"),
     ("report_progress", "A phase event; the first marks the task running.", "slave, admin", &[("report", "ProgressReport")], "null"),

@@ -341,7 +341,8 @@ impl Store {
 
     // ----- slaves -----
 
-    /// Records a slave's recipes and slots.
+    /// Records a slave's recipes and slots; leases an earlier run of the same slave still holds
+    /// are given up (see `backend/dispatch.rs`).
     pub async fn register(
         &self,
         reg: &SlaveRegistration,
@@ -371,10 +372,24 @@ impl Store {
         let recipes_json = serde_json::to_string(&reg.recipes)
             .map_err(|e| MasterError::field("recipes", e.to_string()))?;
         let now = self.now();
-        on_backend!(
+        let max_attempts = self.options.max_attempts;
+        let released = on_backend!(
             self,
-            dispatch::register(&reg.name, &recipes_json, reg.slots as i64, now)
+            dispatch::register(
+                &reg.name,
+                &recipes_json,
+                reg.slots as i64,
+                max_attempts,
+                now
+            )
         )?;
+        if !released.is_empty() {
+            tracing::warn!(slave = %reg.name, tasks = released.len(), "a restarted slave registered again: the leases of its earlier run were given up and their tasks requeued");
+            self.counters
+                .expired_leases
+                .fetch_add(released.len() as u64, Ordering::Relaxed);
+            self.publish(&released);
+        }
         self.lock_slaves().insert(
             reg.name.clone(),
             SlaveInfo {

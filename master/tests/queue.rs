@@ -250,6 +250,73 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     store.close().await;
 }
 
+async fn a_slave_registering_again_gives_up_the_leases_of_its_earlier_run(db: &TestDb) {
+    // A slave killed mid-task and restarted under the same name (an operator's supervisor, or
+    // `pyti run` taking `local-0` again) registers again before its old lease runs out. Its old
+    // task must go back to the queue: the new run's heartbeats must not keep a lease nothing runs
+    // under alive, and that lease must not fill the slot the new run claims with.
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let receipt = store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    let task_id = receipt.task_ids[0];
+    let other = store
+        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap()
+        .task_ids[0];
+    register(&store, "s", &["debian-12"], 1).await;
+    register(&store, "bystander", &["debian-12"], 1).await;
+    let first = store.try_claim("s").await.unwrap().unwrap();
+    assert_eq!(first.task_id, task_id);
+    let kept = store.try_claim("bystander").await.unwrap().unwrap();
+    assert_eq!(kept.task_id, other);
+
+    clock.advance_ms(5_000);
+    register(&store, "s", &["debian-12"], 1).await;
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Queued, 2));
+    assert_eq!(t.attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
+    let reason = t.attempts[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("registered again"), "{reason}");
+    // Another slave's lease is not touched.
+    assert_eq!(
+        store.get_task(other).await.unwrap().state,
+        TaskState::Leased
+    );
+
+    // The new run's heartbeat renews nothing of the old run, and its slot is free.
+    assert_eq!(store.heartbeat("s").await.unwrap().renewed, 0);
+    let second = store.try_claim("s").await.unwrap().unwrap();
+    assert_eq!((second.task_id, second.attempt), (task_id, 2));
+    // The old run's report is stale.
+    let late = store
+        .report_result(&report(
+            &first,
+            ReportOutcome::Raw {
+                result: passing(task_id, &first.recipe),
+            },
+        ))
+        .await;
+    assert!(
+        matches!(late, Err(MasterError::StaleLease { .. })),
+        "{late:?}"
+    );
+    let done = store
+        .report_result(&report(
+            &second,
+            ReportOutcome::Raw {
+                result: passing(task_id, &second.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done.state, TaskState::Finished(Verdict::Pass));
+    store.close().await;
+}
+
 async fn infrastructure_failures_are_retried_up_to_max_attempts(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
@@ -718,6 +785,7 @@ on_both_databases!(
     a_failing_step_fails_the_task_and_is_not_retried,
     a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry,
     an_expired_lease_requeues_the_task_with_the_next_attempt,
+    a_slave_registering_again_gives_up_the_leases_of_its_earlier_run,
     infrastructure_failures_are_retried_up_to_max_attempts,
     a_repeated_report_neither_duplicates_nor_overwrites,
     dispatch_serves_priority_first_then_shares_fairly_between_submitters,

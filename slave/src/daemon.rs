@@ -246,6 +246,9 @@ pub async fn run(
     let session = Arc::new(session);
     let acquirer = Arc::new(PackageAcquirer::new(config.wheelhouse_cache.clone()));
 
+    // Results kept from an earlier run go first: registering ends the leases still held under
+    // this name (that run is over), after which the master would refuse them as stale.
+    deliver_pending(&client, &outbox, &stop_rx).await;
     let registration = SlaveRegistration {
         name: config.name.clone(),
         recipes: config.recipes.iter().map(|r| r.name.clone()).collect(),
@@ -264,7 +267,6 @@ pub async fn run(
         tracing::warn!(unknown = ?reply.unknown_recipes, "the master does not know these recipes; they will not be dispatched");
     }
     tracing::info!(slave = %config.name, slots = config.slots, master = %config.master_url, "registered");
-    deliver_pending(&client, &outbox, &stop_rx).await;
 
     let running = RunningTasks::default();
     let heartbeat = {

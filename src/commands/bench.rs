@@ -72,12 +72,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             BenchEvent::Task { mode, index, phase } => {
                 bar.set_message(format!("{}: task {}: {phase}", mode.name(), index + 1))
             }
-            BenchEvent::TaskDone { mode, index, total } => bar.println(format!(
-                "{} task {} done in {:.2} s",
-                mode.name(),
-                index + 1,
-                total.as_secs_f64()
-            )),
+            BenchEvent::TaskDone { mode, index, total } => {
+                let line = format!(
+                    "{} task {} done in {:.2} s",
+                    mode.name(),
+                    index + 1,
+                    total.as_secs_f64()
+                );
+                // Without a terminal the bar is hidden; the lines still tell the progress.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
         };
         let reports = bench::run(&config, &show).await;
         bar.finish_and_clear();
@@ -120,19 +128,8 @@ fn detach_and_revert(sample: &bench::BenchSample) -> Duration {
 fn table(reports: &[ModeReport]) -> String {
     let mut table = super::new_table();
     table.set_header([
-        "mode",
-        "tasks",
-        "session start",
-        "slot prepare",
-        "acquire",
-        "inject",
-        "boot / attach",
-        "guest run",
-        "steps",
-        "detach + revert",
-        "extract",
-        "overhead",
-        "total",
+        "mode", "tasks", "session", "prepare", "acquire", "inject", "start", "guest", "steps",
+        "revert", "extract", "overhead", "total",
     ]);
     for report in reports {
         table.add_row([
@@ -151,7 +148,12 @@ fn table(reports: &[ModeReport]) -> String {
             secs(med(report, |s| s.total)),
         ]);
     }
-    let mut out = format!("{table}\nmedians in seconds; overhead = total - the steps' own time\n");
+    let mut out = format!(
+        "{table}\nmedians in seconds. session: appliance launch; prepare: first boot of the slot; \
+         start: boot (cold) or disk hot-plug (warm); guest: disk given to the guest until done; \
+         revert: detach and return to the snapshot (warm: during the extract); overhead: total \
+         minus the steps' own time\n"
+    );
     let overhead = |mode| {
         reports
             .iter()

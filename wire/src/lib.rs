@@ -30,6 +30,7 @@ pub mod limits;
 pub mod raw_data;
 pub mod recipe;
 mod recipe_parse;
+pub mod result_region;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod template;

@@ -54,7 +54,9 @@ pub trait PytiApi {
     #[method(name = "cancel_job", with_extensions)]
     async fn cancel_job(&self, job_id: JobId) -> RpcResult<CancelReceipt>;
 
-    /// Announce a slave's recipes and slots. Roles: slave, admin.
+    /// Announce a slave's recipes and slots, once per run of the slave: leases still held under
+    /// its name (an earlier run that died) are given up and their tasks requeued. Roles: slave,
+    /// admin.
     #[method(name = "register", with_extensions)]
     async fn register(&self, registration: SlaveRegistration) -> RpcResult<RegistrationReply>;
 

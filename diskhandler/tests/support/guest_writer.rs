@@ -81,6 +81,44 @@ impl GuestWriter {
     }
 }
 
+impl GuestWriter {
+    /// Acts as the agent writing the result region at `offset`: `payload` after a header for
+    /// `task_id` that checksums `checksummed` (pass the same bytes for a valid region).
+    pub fn write_region(
+        &self,
+        scratch: &Path,
+        offset: u64,
+        task_id: &str,
+        checksummed: &[u8],
+        payload: &[u8],
+        has_artifacts: bool,
+    ) {
+        let header =
+            pyti_wire::result_region::encode_header(task_id, checksummed, has_artifacts).unwrap();
+        self.write_raw(
+            scratch,
+            payload,
+            offset + pyti_wire::result_region::HEADER_BYTES,
+        );
+        self.write_raw(scratch, &header, offset);
+    }
+
+    /// Writes `bytes` to the disk's device at `offset`, bypassing the filesystem.
+    pub fn write_raw(&self, scratch: &Path, bytes: &[u8], offset: u64) {
+        let file = scratch.join("raw-write.bin");
+        std::fs::write(&file, bytes).unwrap();
+        self.run(&[
+            "upload-offset",
+            file.to_str().unwrap(),
+            "/dev/sda",
+            &offset.to_string(),
+            ":",
+            "sync",
+        ])
+        .unwrap_or_else(|e| panic!("raw write failed: {e}"));
+    }
+}
+
 impl Drop for GuestWriter {
     fn drop(&mut self) {
         let _ = self.run(&["exit"]);

@@ -13,14 +13,19 @@ use std::collections::HashMap;
 /// Leases examined per sweep (the rest wait for the next sweep; bounds one transaction).
 const EXPIRY_BATCH: i64 = 500;
 
-/// Records (or updates) a slave's recipes and slots.
+/// Records (or updates) a slave's recipes and slots. A slave registers once per run, so leases
+/// still held under its name belong to an earlier run that died (killed, crashed, host rebooted)
+/// and nothing runs under them: they end as expired and their tasks are requeued (attempt + 1)
+/// or given up, as if the lease had run out. Otherwise the new run's heartbeats would renew them
+/// forever, and they would fill the slots the new run claims with.
 pub(crate) async fn register(
     p: Pools<'_>,
     name: &str,
     recipes_json: &str,
     slots: i64,
+    max_attempts: u32,
     now: i64,
-) -> Result<(), MasterError> {
+) -> Result<Vec<Change>, MasterError> {
     write_tx!(p, |tx| {
         sqlx::query(
             "INSERT INTO slaves (name, recipes, slots, registered_ms, last_heartbeat_ms) \
@@ -33,8 +38,52 @@ pub(crate) async fn register(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        let pick = if POSTGRES {
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
+             ORDER BY id FOR UPDATE"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') ORDER BY id"
+            )
+        };
+        let orphaned: Vec<TaskRow> = sqlx::query_as(pick).bind(name).fetch_all(&mut *tx).await?;
+        let reason = format!(
+            "lease given up: slave `{name}` registered again (it was restarted) while holding it"
+        );
+        let mut changes = Vec::with_capacity(orphaned.len());
+        for task in &orphaned {
+            changes.push(end_lease(&mut tx, task, &reason, max_attempts, now).await?);
+        }
+        Ok(changes)
     })
+}
+
+/// Ends `task`'s lease, which nothing runs under any more: requeued with attempt + 1 while
+/// attempts remain (else `tmpfail`), or cancelled if its job was.
+async fn end_lease(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    task: &TaskRow,
+    reason: &str,
+    max_attempts: u32,
+    now: i64,
+) -> Result<Change, MasterError> {
+    if task.cancel_requested != 0 {
+        return jobs::finish_cancelled(tx, task, reason, None, None, now).await;
+    }
+    let transition = state::after_infrastructure_failure(task.attempt as u32, max_attempts);
+    let end = AttemptEnd {
+        outcome: AttemptOutcome::LeaseExpired,
+        reason,
+        raw_json: None,
+        report_sha256: None,
+    };
+    transition::apply(tx, task, transition, Some(end), now).await
 }
 
 /// A registered slave's recipes (JSON) and slots.
@@ -320,19 +369,7 @@ pub(crate) async fn expire(
         for task in &expired {
             let slave = task.lease_slave.as_deref().unwrap_or("?");
             let reason = format!("lease expired: slave `{slave}` stopped heartbeating");
-            if task.cancel_requested != 0 {
-                changes
-                    .push(jobs::finish_cancelled(&mut tx, task, &reason, None, None, now).await?);
-                continue;
-            }
-            let transition = state::after_infrastructure_failure(task.attempt as u32, max_attempts);
-            let end = AttemptEnd {
-                outcome: AttemptOutcome::LeaseExpired,
-                reason: &reason,
-                raw_json: None,
-                report_sha256: None,
-            };
-            changes.push(transition::apply(&mut tx, task, transition, Some(end), now).await?);
+            changes.push(end_lease(&mut tx, task, &reason, max_attempts, now).await?);
         }
         Ok(changes)
     })
