@@ -143,6 +143,16 @@ impl Master {
             .route_service("/rpc", rpc_service)
             .with_state(store.clone());
 
+        // Slaves may have run on while no master answered: give them a lease period to
+        // heartbeat before their tasks count as abandoned.
+        match store.extend_open_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                leases = n,
+                "open leases extended by one lease period at start"
+            ),
+            Err(e) => tracing::warn!(error = %e, "extending open leases at start failed"),
+        }
         let sweeper = tokio::spawn(sweep_leases(store.clone()));
         let stop_store = store.clone();
         let result = axum::serve(self.listener, app)

@@ -580,6 +580,13 @@ impl Store {
         Ok(receipt)
     }
 
+    /// Extends every open lease to a full lease period from now (a master starting: slaves had
+    /// no one to heartbeat to); returns how many leases were extended.
+    pub async fn extend_open_leases(&self) -> Result<u64, MasterError> {
+        let until = self.now() + self.lease_ms();
+        on_backend!(self, dispatch::extend_open_leases(until))
+    }
+
     /// Requeues or gives up on tasks whose lease ran out; returns how many.
     pub async fn expire_leases(&self) -> Result<usize, MasterError> {
         let now = self.now();

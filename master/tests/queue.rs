@@ -250,6 +250,38 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     store.close().await;
 }
 
+async fn a_restarted_master_gives_open_leases_a_full_period_before_expiring_them(db: &TestDb) {
+    // The master was down for longer than a lease while the slave kept working: when it comes
+    // back, the slave gets a full lease period to heartbeat before its task is requeued.
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let task_id = store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap()
+        .task_ids[0];
+    register(&store, "s", &["debian-12"], 1).await;
+    store.try_claim("s").await.unwrap().unwrap();
+    let lease_ms = 60_000; // common::TestDb's stores
+    clock.advance_ms(3 * lease_ms);
+    assert_eq!(store.extend_open_leases().await.unwrap(), 1);
+    assert_eq!(
+        store.expire_leases().await.unwrap(),
+        0,
+        "the slave has a period to heartbeat"
+    );
+    assert_eq!(store.heartbeat("s").await.unwrap().renewed, 1);
+    assert_eq!(
+        store.get_task(task_id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // A slave that never heartbeats again loses the task one period later.
+    clock.advance_ms(lease_ms + 1);
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Queued, 2));
+}
+
 async fn a_slave_registering_again_gives_up_the_leases_of_its_earlier_run(db: &TestDb) {
     // A slave killed mid-task and restarted under the same name (an operator's supervisor, or
     // `pyti run` taking `local-0` again) registers again before its old lease runs out. Its old
@@ -786,6 +818,7 @@ on_both_databases!(
     a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry,
     an_expired_lease_requeues_the_task_with_the_next_attempt,
     a_slave_registering_again_gives_up_the_leases_of_its_earlier_run,
+    a_restarted_master_gives_open_leases_a_full_period_before_expiring_them,
     infrastructure_failures_are_retried_up_to_max_attempts,
     a_repeated_report_neither_duplicates_nor_overwrites,
     dispatch_serves_priority_first_then_shares_fairly_between_submitters,

@@ -340,6 +340,22 @@ pub(crate) async fn heartbeat(
     })
 }
 
+/// Gives every open lease at least until `until`: run when a master starts, so slaves that kept
+/// working while no master answered get a full lease period to heartbeat again before their
+/// tasks count as abandoned (a dead slave's task is requeued that much later, never lost).
+pub(crate) async fn extend_open_leases(p: Pools<'_>, until: i64) -> Result<u64, MasterError> {
+    write_tx!(p, |tx| {
+        Ok(sqlx::query(
+            "UPDATE tasks SET lease_expires_ms = $1 \
+             WHERE state IN ('leased', 'running') AND lease_expires_ms < $1",
+        )
+        .bind(until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected())
+    })
+}
+
 /// Requeues (attempt + 1) or gives up on tasks whose lease ran out by `now`.
 pub(crate) async fn expire(
     p: Pools<'_>,
