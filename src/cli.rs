@@ -191,7 +191,8 @@ pub struct MasterServeArgs {
     #[command(flatten)]
     pub recipes: RecipeDirArg,
     /// Seconds a task's lease lasts after its slave's last heartbeat; a slave silent for longer
-    /// loses the task, which is requeued (attempt + 1). Slaves heartbeat every quarter of this.
+    /// loses the task, which is requeued (attempt + 1). Slaves heartbeat every quarter of this,
+    /// at most 10 s apart: a cancelled job's running tasks stop within a heartbeat.
     /// Config file: `[master] lease_secs`.
     #[arg(long, env = "PYTI_LEASE_SECS", default_value_t = pyti_master::config::DEFAULT_LEASE_SECS,
           value_parser = clap::value_parser!(u64).range(LEASE_SECS_RANGE))]

@@ -1,15 +1,19 @@
 //! Benchmark: one long-lived session against an appliance launched per operation.
 //!
 //! Prints the session launch time; per task, inject (1 MiB package + 10 MiB wheelhouse) and
-//! extract (64 KiB result.json) medians over `PYTI_BENCH_TASKS` tasks (default 20); and, in the
-//! same run, the baseline of launching an appliance for each inject and each extract (median of
-//! `PYTI_BENCH_BASELINE_RUNS`, default 3). Run: `cargo bench -p pyti-diskhandler --bench session`.
+//! extract (64 KiB result, read from the result region as the agent writes it) medians over
+//! `PYTI_BENCH_TASKS` tasks (default 20), and extract through the filesystem for comparison;
+//! and, in the same run, the baseline of launching an appliance for each inject and each extract
+//! (median of `PYTI_BENCH_BASELINE_RUNS`, default 3).
+//! Run: `cargo bench -p pyti-diskhandler --bench session`.
 
 #[path = "../tests/support/guest_writer.rs"]
 mod guest_writer;
 
 use guest_writer::GuestWriter;
-use pyti_diskhandler::{Accelerator, PayloadFile, Session, SessionConfig, TaskPayload};
+use pyti_diskhandler::{
+    Accelerator, PayloadFile, ResultSource, Session, SessionConfig, TaskPayload,
+};
 use pyti_wire::guest_task::{GuestStep, GuestTask, GUEST_TASK_SCHEMA};
 use pyti_wire::raw_data::{CapturedOutput, RawResult, StepOutcome, StepRawData, RAW_RESULT_SCHEMA};
 use std::path::{Path, PathBuf};
@@ -160,8 +164,13 @@ async fn main() {
     let writer = GuestWriter::start(&session.io_disks()[0].nbd_socket);
 
     let mut held = disks.pop().unwrap();
+    let region = pyti_wire::result_region::region_offset(256 * MIB as u64).unwrap();
     let (mut injects, mut extracts, mut cycles) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..tasks {
+    let mut fs_extracts = Vec::new();
+    // The last few tasks' guests write no result region (an older agent, or artifacts): the
+    // filesystem path, for comparison.
+    let fs_tasks = (tasks / 4).max(1);
+    for i in 0..tasks + fs_tasks {
         let task_id = format!("bench-{i}");
         let payload = TaskPayload {
             task: task(&task_id),
@@ -180,15 +189,30 @@ async fn main() {
             .unwrap();
         let inject = t.elapsed();
         writer.as_guest(&["upload", result.to_str().unwrap(), "/result.json", ":"]);
+        let with_region = i < tasks;
+        if with_region {
+            let bytes = std::fs::read(&result).unwrap();
+            writer.write_region(d, region, &task_id, &bytes, &bytes, false);
+        }
         let t = Instant::now();
         let extraction = session.extract(released).await;
         let extract = t.elapsed();
         let output = extraction.outcome.expect("extract");
         assert!(output.result_bytes as usize > RESULT_BYTES - 1024);
+        let expected = if with_region {
+            ResultSource::Region
+        } else {
+            ResultSource::Filesystem
+        };
+        assert_eq!(output.source, expected);
         held = extraction.disk;
-        injects.push(inject);
-        extracts.push(extract);
-        cycles.push(inject + extract);
+        if with_region {
+            injects.push(inject);
+            extracts.push(extract);
+            cycles.push(inject + extract);
+        } else {
+            fs_extracts.push(extract);
+        }
     }
     assert_eq!(session.launch_count(), 1);
     drop(writer);
@@ -233,6 +257,11 @@ async fn main() {
         "{:<44} {:>12.1}",
         "inject + extract, median",
         ms(session_cycle)
+    );
+    println!(
+        "{:<44} {:>12.1}",
+        format!("extract from the filesystem, median of {fs_tasks}"),
+        ms(median(&mut fs_extracts))
     );
     println!(
         "{:<44} {:>12.1}",

@@ -11,11 +11,12 @@
 
 use crate::acquire::{AcquireError, PackageAcquirer};
 use crate::cycle::{CycleOutcome, CyclePhase, CycleRequest, CycleTimings, SlotContext, SlotRunner};
-use pyti_diskhandler::{Accelerator, InjectMethod, Session, SessionConfig};
+use crate::daemon::open_hypervisor;
+use pyti_diskhandler::{InjectMethod, Session, SessionConfig};
 use pyti_vmanager::image::GuestImage;
-use pyti_vmanager::{CancellationToken, Hypervisor, ResolvedAccel, SlotMode};
+use pyti_vmanager::{CancellationToken, SlotMode};
 use pyti_wire::job::PackageSpec;
-use pyti_wire::recipe::{Accel, Recipe};
+use pyti_wire::recipe::Recipe;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,22 +157,12 @@ async fn run_mode(
         mode: mode.name(),
         detail,
     };
-    let uri = config.libvirt_uri.clone();
-    let (hypervisor, accel) = tokio::task::spawn_blocking(move || {
-        let hypervisor = Hypervisor::open(&uri)?;
-        let accel = hypervisor.accel_for(Accel::Auto)?;
-        Ok::<_, pyti_vmanager::VmError>((hypervisor, accel))
-    })
-    .await
-    .map_err(|e| setup(format!("libvirt connection panicked: {e}")))?
-    .map_err(|e| setup(e.to_string()))?;
-
+    let (hypervisor, accelerator) = open_hypervisor(&config.libvirt_uri)
+        .await
+        .map_err(|e| setup(e.to_string()))?;
     let dir = config.state_dir.join(mode.name());
     let mut session_config = SessionConfig::new(dir.join("io"), 1);
-    session_config.accelerator = match accel.accel {
-        ResolvedAccel::Kvm => Accelerator::Kvm,
-        ResolvedAccel::Tcg => Accelerator::Tcg,
-    };
+    session_config.accelerator = accelerator;
     if mode == BenchMode::Naive {
         session_config.inject_method = InjectMethod::Appliance;
         session_config.appliance_per_operation = true;

@@ -175,6 +175,27 @@ impl RunningTasks {
     }
 }
 
+/// Opens libvirt and probes the accelerator once (a throw-away guest): the answer holds for the
+/// VMs and for the libguestfs appliance alike.
+pub(crate) async fn open_hypervisor(
+    uri: &str,
+) -> Result<(Arc<Hypervisor>, Accelerator), pyti_vmanager::VmError> {
+    let uri = uri.to_string();
+    let (hypervisor, accel) = tokio::task::spawn_blocking(move || {
+        let hypervisor = Hypervisor::open(&uri)?;
+        let accel = hypervisor.accel_for(Accel::Auto)?;
+        Ok::<_, pyti_vmanager::VmError>((hypervisor, accel))
+    })
+    .await
+    .map_err(|e| pyti_vmanager::VmError::Worker(e.to_string()))??;
+    tracing::info!(accel = ?accel.accel, reason = %accel.reason, "accelerator chosen");
+    let accelerator = match accel.accel {
+        ResolvedAccel::Kvm => Accelerator::Kvm,
+        ResolvedAccel::Tcg => Accelerator::Tcg,
+    };
+    Ok((hypervisor, accelerator))
+}
+
 /// Whether an RPC error means "try again later" (transport) rather than "no".
 fn is_transient(error: &ClientError) -> bool {
     !matches!(error, ClientError::Call(_))
@@ -199,21 +220,9 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    // One accelerator probe (a throw-away guest) decides for the VMs and the appliance alike.
-    let uri = config.libvirt_uri.clone();
-    let (hypervisor, accel) = tokio::task::spawn_blocking(move || {
-        let hypervisor = Hypervisor::open(&uri)?;
-        let accel = hypervisor.accel_for(Accel::Auto)?;
-        Ok::<_, pyti_vmanager::VmError>((hypervisor, accel))
-    })
-    .await
-    .map_err(|e| SlaveError::Client(format!("libvirt connection panicked: {e}")))??;
-    tracing::info!(accel = ?accel.accel, reason = %accel.reason, "accelerator chosen");
+    let (hypervisor, accelerator) = open_hypervisor(&config.libvirt_uri).await?;
     let mut session_config = SessionConfig::new(config.state_dir.join("io"), config.slots);
-    session_config.accelerator = match accel.accel {
-        ResolvedAccel::Kvm => Accelerator::Kvm,
-        ResolvedAccel::Tcg => Accelerator::Tcg,
-    };
+    session_config.accelerator = accelerator;
     // The appliance launch and the first boot of every slot are independent (~10-15 s each under
     // TCG): do them at once.
     let images = Arc::new(images);

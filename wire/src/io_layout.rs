@@ -2,7 +2,9 @@
 //!
 //! The I/O disk is ext4 with a fixed label, created by the diskhandler, never part of a snapshot.
 //! The slave writes the package, its wheelhouse and `task.json`; the agent writes `result.json`
-//! (atomically: write, fsync, rename) and optional artifacts.
+//! (atomically: write, fsync, rename) and optional artifacts, then copies the result into the
+//! result region after the filesystem ([`crate::result_region`]), which the host reads without
+//! mounting anything.
 
 /// Filesystem label the agent looks for to find the I/O disk among the guest's block devices.
 pub const IO_DISK_LABEL: &str = "PYTI-IO";
