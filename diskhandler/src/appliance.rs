@@ -153,18 +153,6 @@ impl Appliance {
         )
     }
 
-    /// Reads `len` raw bytes of a slot's device at `offset` (no filesystem involved; guestfsd
-    /// reads the device itself, without running a program).
-    pub(crate) fn read_raw(
-        &self,
-        slot: usize,
-        len: u64,
-        offset: u64,
-    ) -> Result<Vec<u8>, guestfs::Error> {
-        self.handle
-            .pread_device(&self.devices[slot], len as i32, offset as i64)
-    }
-
     /// Writes raw bytes to a slot's device at `offset`.
     pub(crate) fn write_raw(
         &self,
@@ -175,11 +163,6 @@ impl Appliance {
         self.handle
             .pwrite_device(&self.devices[slot], bytes, offset as i64)
             .map(|_| ())
-    }
-
-    /// Drops the appliance's cached blocks of a slot's device (someone else wrote it).
-    pub(crate) fn flush_buffers(&self, slot: usize) -> Result<(), guestfs::Error> {
-        self.handle.blockdev_flushbufs(&self.devices[slot])
     }
 
     /// Turns a failed call into an infrastructure failure when the appliance died, or returns the

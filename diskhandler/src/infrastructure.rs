@@ -38,6 +38,12 @@ pub enum InfrastructureError {
         during: &'static str,
         detail: String,
     },
+    #[error("cannot read the I/O disk image {path}: {source}")]
+    ImageRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read payload file {path}: {source}")]
     PayloadRead {
         path: PathBuf,
