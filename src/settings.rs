@@ -5,7 +5,10 @@
 //! replaces every value clap took from its default, or left unset, by the config file's, and
 //! records each setting's source for `pyti config show`.
 
-use crate::cli::{Cli, Command, MasterCommand, MasterConnection, RecipesCommand, TokenCommand};
+use crate::cli::{
+    Cli, Command, LibvirtArg, MasterCommand, MasterConnection, RecipeDirArg, RecipesCommand,
+    TokenCommand,
+};
 use crate::commands::{master, slave};
 use crate::config::{ConfigFile, LoadedConfig};
 use clap::parser::ValueSource;
@@ -75,9 +78,7 @@ pub fn apply(
         Command::Master(args) => match &mut args.command {
             None => {
                 let serve = &mut args.serve;
-                r.resolve("recipes_dir", &mut serve.recipes.recipes_dir, |f| {
-                    f.recipes_dir.clone()
-                });
+                r.recipes_dir(&mut serve.recipes);
                 r.resolve("master.listen", &mut serve.listen, |f| f.master.listen);
                 r.resolve("master.database", &mut serve.database, |f| {
                     f.master.database.clone().map(Some)
@@ -98,12 +99,8 @@ pub fn apply(
             }),
         },
         Command::Slave(args) => {
-            r.resolve("recipes_dir", &mut args.recipes.recipes_dir, |f| {
-                f.recipes_dir.clone()
-            });
-            r.resolve("libvirt_uri", &mut args.libvirt.libvirt_uri, |f| {
-                f.libvirt_uri.clone()
-            });
+            r.recipes_dir(&mut args.recipes);
+            r.libvirt(&mut args.libvirt);
             r.resolve("slave.master", &mut args.connection.master, |f| {
                 f.slave.master.clone()
             });
@@ -121,33 +118,19 @@ pub fn apply(
         Command::Results(args) => r.client(&mut args.connection),
         Command::Cancel(args) => r.client(&mut args.connection),
         Command::Run(args) => {
-            r.resolve("recipes_dir", &mut args.recipes.recipes_dir, |f| {
-                f.recipes_dir.clone()
-            });
-            r.resolve("libvirt_uri", &mut args.libvirt.libvirt_uri, |f| {
-                f.libvirt_uri.clone()
-            });
+            r.recipes_dir(&mut args.recipes);
+            r.libvirt(&mut args.libvirt);
             r.resolve("run.mode", &mut args.mode, |f| f.run.mode);
         }
         Command::Bench(args) => {
-            r.resolve("recipes_dir", &mut args.recipes.recipes_dir, |f| {
-                f.recipes_dir.clone()
-            });
-            r.resolve("libvirt_uri", &mut args.libvirt.libvirt_uri, |f| {
-                f.libvirt_uri.clone()
-            });
+            r.recipes_dir(&mut args.recipes);
+            r.libvirt(&mut args.libvirt);
         }
-        Command::Doctor(args) => r.resolve("libvirt_uri", &mut args.libvirt.libvirt_uri, |f| {
-            f.libvirt_uri.clone()
-        }),
+        Command::Doctor(args) => r.libvirt(&mut args.libvirt),
         Command::Recipes(
             RecipesCommand::List { recipes } | RecipesCommand::Show { recipes, .. },
         )
-        | Command::Image(crate::cli::ImageCommand::Build { recipes, .. }) => {
-            r.resolve("recipes_dir", &mut recipes.recipes_dir, |f| {
-                f.recipes_dir.clone()
-            })
-        }
+        | Command::Image(crate::cli::ImageCommand::Build { recipes, .. }) => r.recipes_dir(recipes),
         // Commands without configurable settings (and any added later until they get some).
         _ => {}
     }
@@ -200,6 +183,20 @@ impl Resolver<'_> {
             key,
             value: value.shown(key),
             source,
+        });
+    }
+
+    /// The top-level `recipes_dir`, shared by every command that reads recipes.
+    fn recipes_dir(&mut self, recipes: &mut RecipeDirArg) {
+        self.resolve("recipes_dir", &mut recipes.recipes_dir, |f| {
+            f.recipes_dir.clone()
+        });
+    }
+
+    /// The top-level `libvirt_uri`, shared by run, slave, bench and doctor.
+    fn libvirt(&mut self, libvirt: &mut LibvirtArg) {
+        self.resolve("libvirt_uri", &mut libvirt.libvirt_uri, |f| {
+            f.libvirt_uri.clone()
         });
     }
 

@@ -73,19 +73,38 @@ fn block_devices() -> Vec<String> {
     names
 }
 
-/// The ext2/3/4 volume label of `dev`, if it holds an ext filesystem.
-fn read_label(dev: &Path) -> Option<String> {
+/// The ext2/3/4 superblock of `dev`, if it holds an ext filesystem (magic 0xEF53 at 0x38).
+fn superblock(dev: &Path) -> Option<[u8; 1024]> {
     let mut file = std::fs::File::open(dev).ok()?;
-    let mut superblock = [0u8; 256];
+    let mut superblock = [0u8; 1024];
     file.seek(SeekFrom::Start(1024)).ok()?;
     file.read_exact(&mut superblock).ok()?;
-    // Magic 0xEF53 at 0x38; the 16-byte volume name at 0x78.
-    if superblock[0x38..0x3a] != [0x53, 0xef] {
-        return None;
-    }
+    (superblock[0x38..0x3a] == [0x53, 0xef]).then_some(superblock)
+}
+
+/// The ext2/3/4 volume label of `dev`, if it holds an ext filesystem.
+fn read_label(dev: &Path) -> Option<String> {
+    let superblock = superblock(dev)?;
+    // The 16-byte volume name at 0x78.
     let raw = &superblock[0x78..0x88];
     let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+/// Bytes the ext filesystem on `dev` spans from the device's start, if it holds one.
+pub fn filesystem_bytes(dev: &Path) -> Option<u64> {
+    let sb = superblock(dev)?;
+    let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+    // Blocks: s_blocks_count_lo at 0x04, s_blocks_count_hi at 0x150 with the 64bit feature
+    // (0x80 in s_feature_incompat at 0x60); block size 1024 << s_log_block_size (0x18).
+    let high = if u32_at(0x60) & 0x80 != 0 {
+        u32_at(0x150)
+    } else {
+        0
+    };
+    let blocks = (u64::from(high) << 32) | u64::from(u32_at(0x04));
+    let log = u32_at(0x18);
+    (log <= 6).then(|| blocks.saturating_mul(1024 << log))
 }
 
 /// Mounts `dev` (ext4) at [`GUEST_IO_MOUNT`].

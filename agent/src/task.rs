@@ -218,6 +218,16 @@ pub fn write_result_region(
     let offset = result_region::region_offset(size).ok_or_else(|| {
         std::io::Error::other(format!("the disk ({size} bytes) has no result region"))
     })?;
+    // A disk formatted by something else may have its filesystem over the region: never write
+    // into a filesystem.
+    match io_disk::filesystem_bytes(dev) {
+        Some(fs_end) if fs_end <= offset => {}
+        found => {
+            return Err(std::io::Error::other(format!(
+                "the filesystem ({found:?} bytes) reaches into the result region at {offset}"
+            )))
+        }
+    }
     disk.write_all_at(json, offset + result_region::HEADER_BYTES)?;
     disk.sync_data()?;
     disk.write_all_at(&header, offset)?;
@@ -245,18 +255,44 @@ mod tests {
         assert!(read_task(&path).unwrap_err().contains("exceeds"));
     }
 
+    /// Formats `image` ext4 as the diskhandler does, over `fs_bytes` of it (all if `None`).
+    fn mkfs(image: &Path, fs_bytes: Option<u64>) {
+        let mut command = std::process::Command::new("mkfs.ext4");
+        command.args(["-q", "-F", "-L", "PYTI-IO"]).arg(image);
+        if let Some(bytes) = fs_bytes {
+            command.arg(format!("{}k", bytes / 1024));
+        }
+        let out = command
+            .output()
+            .expect("mkfs.ext4 runs (install e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn the_result_region_holds_the_result_after_the_filesystem() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("io.img");
         let size = 64 * 1024 * 1024;
+        let offset = result_region::region_offset(size).unwrap() as usize;
         std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
         let json = br#"{"task_id":"t9"}"#;
+        // A filesystem over the whole disk (not the diskhandler's layout) is never written into.
+        mkfs(&disk, None);
+        let before = std::fs::read(&disk).unwrap();
+        let refused = write_result_region(&disk, "t9", json, false).unwrap_err();
+        assert!(refused.to_string().contains("reaches into"), "{refused}");
+        assert!(std::fs::read(&disk).unwrap() == before);
+        // The diskhandler's layout: the filesystem ends where the region begins.
+        mkfs(&disk, Some(offset as u64));
+        let before = std::fs::read(&disk).unwrap();
         write_result_region(&disk, "t9", json, false).unwrap();
         let bytes = std::fs::read(&disk).unwrap();
-        let offset = result_region::region_offset(size).unwrap() as usize;
         assert!(
-            bytes[..offset].iter().all(|b| *b == 0),
+            bytes[..offset] == before[..offset],
             "the filesystem part is untouched"
         );
         let header = result_region::decode_header(&bytes[offset..], 1 << 20).unwrap();

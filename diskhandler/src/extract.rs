@@ -2,9 +2,9 @@
 //!
 //! First from the result region after the filesystem (see [`pyti_wire::result_region`]): raw
 //! bytes of the image file, no mount, no appliance. When the agent wrote no region, or left
-//! artifacts, the appliance mounts the filesystem read-only: every file is `lstat`ed before it is read, only regular files inside the I/O root
-//! are read, and only when their size is within the limits. Paths are resolved by the appliance
-//! inside its own root, never on the host.
+//! artifacts, the appliance mounts the filesystem read-only: every file is `lstat`ed before it
+//! is read, only regular files inside the I/O root are read, and only when their size is within
+//! the limits. Paths are resolved by the appliance inside its own root, never on the host.
 
 use crate::appliance::Appliance;
 use crate::config::ExtractLimits;
@@ -43,7 +43,7 @@ pub struct GuestOutput {
 /// Where [`GuestOutput::result`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultSource {
-    /// The result region: raw reads, no mount.
+    /// The result region, read from the image file on the host (no mount, no appliance).
     Region,
     /// `result.json` on the mounted filesystem.
     Filesystem,

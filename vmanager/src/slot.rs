@@ -243,7 +243,7 @@ impl VmSlot {
         }
         let started = Instant::now();
         self.start(&overlay, Some(io_disk)).await?;
-        let outcome = self.wait_done_until(task_id, deadline, cancel).await?;
+        let outcome = self.wait_done(task_id, deadline, cancel).await?;
         timings.run = started.elapsed();
         timings.boot_to_ready = self
             .last_ready
@@ -277,7 +277,7 @@ impl VmSlot {
         timings.attach = Some(t.elapsed());
         self.state = SlotState::WarmNeedsRevert;
         let started = Instant::now();
-        let outcome = self.wait_done_until(task_id, deadline, cancel).await?;
+        let outcome = self.wait_done(task_id, deadline, cancel).await?;
         timings.run = started.elapsed();
         if matches!(outcome, TaskOutcome::Done(_) | TaskOutcome::AgentFailed(_)) {
             let t = Instant::now();
@@ -396,19 +396,9 @@ impl VmSlot {
     }
 
     /// Waits up to `timeout` for the agent's `Done` (or `Failed`) for `task_id`, ignoring
-    /// messages about other tasks. An overrunning guest is destroyed before this returns.
+    /// messages about other tasks, or until `cancel`. An overrunning or cancelled guest is
+    /// destroyed before this returns.
     pub async fn wait_done(
-        &mut self,
-        task_id: &str,
-        timeout: Duration,
-    ) -> Result<TaskOutcome, VmError> {
-        self.wait_done_until(task_id, timeout, &CancellationToken::new())
-            .await
-    }
-
-    /// [`VmSlot::wait_done`], or until `cancel`: then the guest is destroyed and the outcome is
-    /// [`TaskOutcome::Cancelled`].
-    async fn wait_done_until(
         &mut self,
         task_id: &str,
         timeout: Duration,

@@ -65,6 +65,12 @@ async fn run_marker_task(
     );
     let result = read_result(&disk);
     assert_eq!(result.task_id, task_id);
+    // The agent also copied it into the result region, which the host reads without a mount.
+    assert_eq!(
+        read_region(&disk),
+        result,
+        "task {n}: the region holds result.json"
+    );
     let step = &result.steps[0];
     assert!(step.outcome.succeeded(), "task {n}: {step:?}");
     eprintln!("task {n}: {:?}", report.timings);

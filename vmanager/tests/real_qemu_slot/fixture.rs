@@ -155,11 +155,17 @@ pub fn io_disk(dir: &Path, task: &GuestTask) -> PathBuf {
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(content.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
     let image = dir.join(format!("{}.img", task.task_id));
+    // The diskhandler's layout: the filesystem, then the result region.
+    let fs_bytes = 16 * 1024 * 1024;
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(fs_bytes + pyti_wire::result_region::RESULT_REGION_BYTES)
+        .unwrap();
     let out = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "PYTI-IO", "-d"])
         .arg(&content)
         .arg(&image)
-        .arg("16M")
+        .arg(format!("{}k", fs_bytes / 1024))
         .output()
         .expect("mkfs.ext4 runs (install e2fsprogs)");
     assert!(
@@ -186,6 +192,19 @@ pub fn read_result(image: &Path) -> RawResult {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The result the agent copied into the disk's result region, checked against its header.
+pub fn read_region(image: &Path) -> RawResult {
+    use pyti_wire::result_region::{self, HEADER_BYTES};
+    let bytes = std::fs::read(image).unwrap();
+    let offset = result_region::region_offset(bytes.len() as u64).unwrap() as usize;
+    let header = result_region::decode_header(&bytes[offset..], u64::MAX)
+        .unwrap_or_else(|e| panic!("no result region on {}: {e}", image.display()));
+    let start = offset + HEADER_BYTES as usize;
+    let payload = &bytes[start..start + header.length as usize];
+    result_region::verify_payload(&header, payload).unwrap();
+    serde_json::from_slice(payload).unwrap()
 }
 
 /// An I/O disk image exported by nbdkit on a unix socket, as the diskhandler does in production.
