@@ -4,11 +4,14 @@
 //!
 //! `cargo bench -p pyti-vmanager --bench image` (real QEMU under TCG; takes a few minutes).
 
+#[path = "../tests/support/agent.rs"]
+mod agent;
 #[path = "../tests/real_qemu_image/direct_boot.rs"]
 #[allow(dead_code)] // The bench boots without hot-plugging.
 mod direct_boot;
 
-use direct_boot::{ensure_agent_built, DirectBoot};
+use agent::ensure_agent_built;
+use direct_boot::DirectBoot;
 use pyti_vmanager::image::{self, GuestImage, ImageCache};
 use pyti_wire::agent_protocol::AgentMessage;
 use pyti_wire::recipe::Recipe;

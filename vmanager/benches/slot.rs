@@ -7,6 +7,8 @@
 //! `cargo bench -p pyti-vmanager --bench slot` (needs libvirtd, virtlogd and QEMU; builds the
 //! test image once into target/tmp). `PYTI_BENCH_RUNS=N` sets the sample count (default 7).
 
+#[path = "../tests/support/agent.rs"]
+mod agent;
 #[path = "../tests/real_qemu_slot/fixture.rs"]
 mod fixture;
 

@@ -2,10 +2,13 @@
 //! it with an I/O disk made on the host, and get back a valid `result.json` covering an offline
 //! wheel install, an import, a timeout, a 50 MB writer and a blocked network access.
 
+#[path = "support/agent.rs"]
+mod agent;
 #[path = "real_qemu_image/direct_boot.rs"]
 mod direct_boot;
 
-use direct_boot::{ensure_agent_built, DirectBoot};
+use agent::ensure_agent_built;
+use direct_boot::DirectBoot;
 use pyti_vmanager::image::{self, BuildPhase, ImageCache};
 use pyti_wire::agent_protocol::AgentMessage;
 use pyti_wire::guest_task::{GuestStep, GuestTask, GUEST_TASK_SCHEMA};

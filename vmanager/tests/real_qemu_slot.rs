@@ -3,6 +3,8 @@
 //! gone from the guest's root filesystem (rollback), an overrunning guest destroyed at its
 //! deadline, a cancelled task stopped at once, and crash recovery of a slot's own leftovers.
 
+#[path = "support/agent.rs"]
+mod agent;
 #[path = "real_qemu_slot/fixture.rs"]
 mod fixture;
 

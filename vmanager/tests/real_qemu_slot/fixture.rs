@@ -48,7 +48,7 @@ pub fn guest_image(recipe: &Recipe) -> GuestImage {
     let lock = std::fs::File::create(cache.root().join(".build-lock")).unwrap();
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let agent = agent_binary();
+    let agent = crate::agent::ensure_agent_built();
     let started = std::time::Instant::now();
     let image = image::build(recipe, &agent, &cache, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
@@ -81,21 +81,6 @@ fn prune_stale_images(root: &Path, current: &Path) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
-}
-
-/// Builds the agent (another package, so cargo does not build it for this test) and finds it.
-fn agent_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "pyti-agent"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p pyti-agent failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug").join("pyti-agent")
 }
 
 pub fn boot_files(image: &GuestImage) -> BootFiles {
