@@ -520,6 +520,20 @@ async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
         "one slot, one task"
     );
     store
+        .report_progress(&ProgressReport {
+            task_id: t.task_id,
+            attempt: 1,
+            lease_id: t.lease_id.clone(),
+            phase: "booting".into(),
+            message: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        store.try_claim("other").await.unwrap().is_none(),
+        "a running task holds its slot too"
+    );
+    store
         .report_result(&report(
             &t,
             ReportOutcome::Raw {

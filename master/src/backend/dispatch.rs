@@ -133,9 +133,12 @@ pub(crate) async fn claim_batch(
     write_tx!(p, |tx| {
         let mut held: HashMap<String, i64> = HashMap::new();
         {
+            // `lease_slave` is set exactly while a task is leased or running (`transition`
+            // clears it on every other state), so the partial index `tasks_slave` answers this
+            // alone: no table row is read, and the tasks a slave ran before are not in it.
             let mut q = sqlx::QueryBuilder::<Db>::new(
-            "SELECT lease_slave, COUNT(*) FROM tasks WHERE state IN ('leased', 'running') AND lease_slave IN (",
-        );
+                "SELECT lease_slave, COUNT(*) FROM tasks WHERE lease_slave IN (",
+            );
             let mut names = q.separated(", ");
             for w in wants {
                 names.push_bind(w.slave.to_string());
