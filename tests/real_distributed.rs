@@ -171,12 +171,13 @@ fn real_distributed_one_slave_times_out_a_hang_stops_a_cancelled_job_and_install
         "{results:#}\nslave log:\n{}",
         slave.log()
     );
-    let installed = step(&results, "install")["stdout"]["head"]
+    // uv lists what it installed on stderr (` + name==version`).
+    let installed = step(&results, "install")["stderr"]["head"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert!(
-        installed.contains("python-dateutil-2.9.0.post0") && installed.contains("six-"),
+        installed.contains("+ python-dateutil==2.9.0.post0") && installed.contains("+ six=="),
         "both the package and its dependency were installed from the wheelhouse: {results:#}"
     );
     assert!(

@@ -18,12 +18,12 @@ use pyti_wire::job::{
     ClaimRequest, ClaimedTask, ProgressReport, ReportOutcome, ResultReport, SlaveRegistration,
     TaskId,
 };
-use pyti_wire::recipe::Accel;
 use pyti_wire::recipe::Recipe;
+use pyti_wire::recipe::{Accel, GuestTool};
 use pyti_wire::rpc::PytiApiClient;
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -78,6 +78,8 @@ pub enum SlaveError {
         #[source]
         source: image::ImageError,
     },
+    #[error("installing the host's uv for the images of recipes with `tools = [\"uv\"]`: {0}")]
+    Tool(#[source] crate::wheelhouse::WheelhouseError),
     #[error(transparent)]
     Vm(#[from] pyti_vmanager::VmError),
     #[error("starting the libguestfs session: {0}")]
@@ -99,24 +101,27 @@ pub enum SlaveEvent {
     Phase { slot: u32, task: i64, phase: String },
 }
 
-/// Builds (or reuses) the image of every recipe; blocking work runs off the executor.
+/// Builds (or reuses) the image of each of `config`'s recipes, with the agent and the tools
+/// the recipe names (the wheelhouse's pinned uv); blocking work runs off the executor.
 pub async fn build_images(
-    recipes: &[Recipe],
-    agent_binary: PathBuf,
-    cache: PathBuf,
+    config: &SlaveConfig,
     events: impl Fn(SlaveEvent) + Send + Sync + 'static,
 ) -> Result<HashMap<String, GuestImage>, SlaveError> {
+    let files = host_files(
+        &config.recipes,
+        config.agent_binary.clone(),
+        &config.wheelhouse_cache,
+    )
+    .await
+    .map_err(SlaveError::Tool)?;
+    let cache = config.image_cache.clone();
     let events = Arc::new(events);
     let mut images = HashMap::new();
-    for recipe in recipes {
-        let (recipe2, agent, cache, events) = (
-            recipe.clone(),
-            agent_binary.clone(),
-            cache.clone(),
-            events.clone(),
-        );
+    for recipe in &config.recipes {
+        let (recipe2, files, cache, events) =
+            (recipe.clone(), files.clone(), cache.clone(), events.clone());
         let built = tokio::task::spawn_blocking(move || {
-            image::build(&recipe2, &agent, &ImageCache::new(cache), &mut |progress| {
+            image::build(&recipe2, &files, &ImageCache::new(cache), &mut |progress| {
                 let phase = match progress {
                     image::BuildPhase::Started { phase } => phase.name().to_string(),
                     image::BuildPhase::Finished { phase, elapsed } => {
@@ -139,6 +144,25 @@ pub async fn build_images(
         images.insert(recipe.name.clone(), built);
     }
     Ok(images)
+}
+
+/// The host files images of `recipes` bake in: `agent`, and uv (the wheelhouse's pinned one,
+/// installed on first use) when a recipe names it in `[guest] tools`.
+pub async fn host_files(
+    recipes: &[Recipe],
+    agent: PathBuf,
+    wheelhouse_cache: &Path,
+) -> Result<image::HostFiles, crate::wheelhouse::WheelhouseError> {
+    let uv = if recipes
+        .iter()
+        .any(|r| r.guest.tools.contains(&GuestTool::Uv))
+    {
+        let settings = crate::wheelhouse::WheelhouseSettings::new(wheelhouse_cache);
+        Some(crate::wheelhouse::uv_binary(&settings).await?)
+    } else {
+        None
+    };
+    Ok(image::HostFiles { agent, uv })
 }
 
 /// The tasks this slave is running, so that the master's cancel requests reach them.

@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(install.name, "install");
         assert_eq!(
             install.command,
-            "/usr/bin/python3 -m pip --python /opt/pyti/venv/bin/python install --no-index --no-cache-dir --find-links /mnt/pyti-io/wheelhouse six==1.16.0"
+            "/usr/local/bin/uv pip install --offline --no-index --no-cache --link-mode=copy --find-links /mnt/pyti-io/wheelhouse --python /opt/pyti/venv/bin/python six==1.16.0"
         );
         assert!(task
             .steps

@@ -40,16 +40,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bar.enable_steady_tick(Duration::from_millis(120));
         let images = {
             let bar = bar.clone();
-            daemon::build_images(
-                &slave.recipes,
-                slave.agent_binary.clone(),
-                slave.image_cache.clone(),
-                move |event| {
-                    if let SlaveEvent::Image { recipe, phase } = event {
-                        bar.set_message(format!("image `{recipe}`: {phase}"));
-                    }
-                },
-            )
+            daemon::build_images(&slave, move |event| {
+                if let SlaveEvent::Image { recipe, phase } = event {
+                    bar.set_message(format!("image `{recipe}`: {phase}"));
+                }
+            })
             .await
             .context("building the guest image")?
         };

@@ -4,6 +4,7 @@ use super::recipes;
 use crate::cli::ImageCommand;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use pyti_slave::daemon;
 use pyti_vmanager::image::{self, BuildPhase, ImageCache};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -24,13 +25,22 @@ pub fn run(command: ImageCommand) -> anyhow::Result<ExitCode> {
         Some(root) => root,
         None => ImageCache::default_root()?,
     });
+    let files = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(daemon::host_files(
+            std::slice::from_ref(&recipe),
+            agent,
+            &super::slave::wheelhouse_cache(),
+        ))
+        .with_context(|| format!("installing the tools recipe `{}` names", recipe.name))?;
 
     let started = Instant::now();
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    let image = image::build(&recipe, &agent, &cache, &mut |event| match event {
+    let image = image::build(&recipe, &files, &cache, &mut |event| match event {
         BuildPhase::Started { phase } => {
             bar.set_message(format!("building `{}`: {}", recipe.name, phase.name()))
         }

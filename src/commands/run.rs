@@ -176,14 +176,9 @@ async fn run_embedded(
         let progress = progress.clone();
         move |event: SlaveEvent| progress.event(event)
     };
-    let images = daemon::build_images(
-        &slave.recipes,
-        slave.agent_binary.clone(),
-        slave.image_cache.clone(),
-        events.clone(),
-    )
-    .await
-    .context("building the guest image")?;
+    let images = daemon::build_images(&slave, events.clone())
+        .await
+        .context("building the guest image")?;
     progress.image.finish_and_clear();
     progress.println(format!(
         "image for `{}` ready ({:.1} s)",

@@ -40,9 +40,6 @@ pub fn slave_config(
     recipes: Vec<Recipe>,
     libvirt_uri: String,
 ) -> anyhow::Result<SlaveConfig> {
-    let cache = dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("pyti");
     Ok(SlaveConfig {
         state_dir: data_dir(&format!("slave-{name}"))?,
         name,
@@ -57,9 +54,17 @@ pub fn slave_config(
             None => ImageCache::default_root()?,
         },
         agent_binary: image::agent_binary_path()?,
-        wheelhouse_cache: cache.join("wheelhouse"),
+        wheelhouse_cache: wheelhouse_cache(),
         output_limit_bytes: DEFAULT_STEP_OUTPUT_BYTES,
     })
+}
+
+/// Where slaves keep downloaded wheels and the pinned uv: $XDG_CACHE_HOME/pyti/wheelhouse.
+pub fn wheelhouse_cache() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pyti")
+        .join("wheelhouse")
 }
 
 /// The default slave name: the host name, reduced to what a libvirt domain name allows.
@@ -112,13 +117,7 @@ pub fn run(args: SlaveArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let log = |event: SlaveEvent| tracing::debug!(?event, "slave event");
-        let images = daemon::build_images(
-            &config.recipes,
-            config.agent_binary.clone(),
-            config.image_cache.clone(),
-            log,
-        )
-        .await?;
+        let images = daemon::build_images(&config, log).await?;
         daemon::run(config, images, super::shutdown_signal(), Arc::new(log)).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -10,7 +10,7 @@ mod agent;
 #[allow(dead_code)] // The bench boots without hot-plugging.
 mod direct_boot;
 
-use agent::ensure_agent_built;
+use agent::host_files;
 use direct_boot::DirectBoot;
 use pyti_vmanager::image::{self, GuestImage, ImageCache};
 use pyti_wire::agent_protocol::AgentMessage;
@@ -47,7 +47,7 @@ fn boot_to_ready(image: &GuestImage, disk: &Path, dir: &Path) -> (Duration, bool
 }
 
 fn main() {
-    let agent = ensure_agent_built();
+    let files = host_files();
     let recipe =
         Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/debian-12.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -56,10 +56,10 @@ fn main() {
 
     let started = Instant::now();
     let guest =
-        image::build(&recipe, &agent, &cache, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        image::build(&recipe, &files, &cache, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let cold = started.elapsed();
     let started = Instant::now();
-    image::build(&recipe, &agent, &cache, &mut |_| {}).unwrap();
+    image::build(&recipe, &files, &cache, &mut |_| {}).unwrap();
     let cached = started.elapsed();
 
     // A writable overlay, prepared once: later boots find the marker and skip the prepare steps.

@@ -7,6 +7,7 @@
 //! [guest]
 //! distribution = "debian-12"
 //! packages = ["python3", "python3-venv"]
+//! tools = ["uv"]            # host programs baked in: uv at /usr/local/bin/uv
 //!
 //! [vm]
 //! memory_mib = 1024
@@ -29,7 +30,7 @@
 //! fails_task = true         # default
 //! ```
 //!
-//! Optional: `guest.packages` (default none), `vm.accel` (default `auto`), `[[prepare]]` (default
+//! Optional: `guest.packages` and `guest.tools` (default none), `vm.accel` (default `auto`), `[[prepare]]` (default
 //! none) and `fails_task` (default `true`); every other key above is required, and no other key is
 //! allowed. Commands write literal braces (shell `${x}`, Python sets) as `{{` and `}}`.
 //!
@@ -68,6 +69,42 @@ pub struct GuestSpec {
     pub distribution: String,
     /// Distribution packages to include in the image (beyond the base the builder always adds).
     pub packages: Vec<String>,
+    /// Programs the host supplies, baked into the image (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<GuestTool>,
+}
+
+/// The uv release slaves resolve with and bake into images (`tools = ["uv"]`): pinned, so an
+/// upgrade is a reviewed change.
+pub const UV_VERSION: &str = "0.13.9";
+
+/// A program the host supplies for the image: the slave's own pinned build of it, so the guest
+/// runs exactly what the host resolver ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestTool {
+    /// uv, the slave's pinned resolver, as an offline installer at [`GuestTool::guest_path`]:
+    /// a native program, where pip spends seconds importing itself under TCG.
+    Uv,
+}
+
+impl GuestTool {
+    /// Every tool, for messages.
+    pub const ALL: &'static [GuestTool] = &[GuestTool::Uv];
+
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestTool::Uv => "uv",
+        }
+    }
+
+    /// Where the image has it.
+    pub fn guest_path(self) -> &'static str {
+        match self {
+            GuestTool::Uv => "/usr/local/bin/uv",
+        }
+    }
 }
 
 /// Virtual hardware for each guest.

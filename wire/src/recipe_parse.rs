@@ -14,8 +14,8 @@ use crate::limits::{
     MIN_GUEST_MEMORY_MIB, MIN_STEP_TIMEOUT_SECS,
 };
 use crate::recipe::{
-    Accel, GuestSpec, PythonSpec, Recipe, RecipeDiagnostic, RecipeError, StepSpec, VmResources,
-    RECIPE_FORMAT,
+    Accel, GuestSpec, GuestTool, PythonSpec, Recipe, RecipeDiagnostic, RecipeError, StepSpec,
+    VmResources, RECIPE_FORMAT,
 };
 use crate::template::{Placeholder, Template, TemplateError};
 use std::io::Read;
@@ -153,6 +153,7 @@ const TOP_FIELDS: &[Field] = &[
 const GUEST_FIELDS: &[Field] = &[
     required("distribution", "`distribution = \"debian-12\"`"),
     optional("packages"),
+    optional("tools"),
 ];
 
 const VM_FIELDS: &[Field] = &[
@@ -510,10 +511,52 @@ impl<'i> Checker<'i> {
             Some(v) => self.packages(v),
             None => Some(Vec::new()),
         };
+        let tools = match self.field(&section, "tools") {
+            Some(v) => self.tools(v),
+            None => Some(Vec::new()),
+        };
         Some(GuestSpec {
             distribution: distribution?,
             packages: packages?,
+            tools: tools?,
         })
+    }
+
+    fn tools(&mut self, value: &Value<'i>) -> Option<Vec<GuestTool>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(value, "tools", "an array of tool names");
+            return None;
+        };
+        let mut ok = true;
+        let mut tools: Vec<GuestTool> = Vec::new();
+        for item in items.iter() {
+            let Some(name) = self.string(item, "tools entry") else {
+                ok = false;
+                continue;
+            };
+            match GuestTool::ALL.iter().find(|t| t.name() == name) {
+                Some(tool) if tools.contains(tool) => {
+                    self.report(
+                        item.span().start,
+                        format!("tool `{name}` is listed twice; remove one"),
+                    );
+                    ok = false;
+                }
+                Some(tool) => tools.push(*tool),
+                None => {
+                    let known: Vec<&str> = GuestTool::ALL.iter().map(|t| t.name()).collect();
+                    self.report(
+                        item.span().start,
+                        format!(
+                            "unknown tool {name:?}; the host can supply: {}",
+                            known.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(tools)
     }
 
     fn distribution(&mut self, value: &Value<'i>) -> Option<String> {

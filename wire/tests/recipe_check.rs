@@ -5,7 +5,7 @@
 //! read straight off the test. Whole malformed files live in `tests/fixtures/recipes/`.
 
 use pyti_wire::limits::{MAX_RECIPE_FILE_BYTES, MAX_STEPS, MAX_STEP_NAME_CHARS};
-use pyti_wire::recipe::{Accel, Recipe, RecipeDiagnostic, RecipeError};
+use pyti_wire::recipe::{Accel, GuestTool, Recipe, RecipeDiagnostic, RecipeError};
 use std::path::{Path, PathBuf};
 
 /// A minimal valid recipe. Line numbers, for reading the tests:
@@ -115,6 +115,9 @@ fn shipped_debian_12_recipe_is_valid() {
     assert_eq!(recipe.prepare.len(), 1);
     assert_eq!(recipe.steps.len(), 3);
     assert!(recipe.steps.iter().all(|s| s.fails_task));
+    // The install step runs the uv the image has.
+    assert_eq!(recipe.guest.tools, vec![GuestTool::Uv]);
+    assert!(recipe.steps[0].run.contains(GuestTool::Uv.guest_path()));
     // The multi-line `import` script survives intact.
     assert!(recipe.steps[1]
         .run
@@ -135,6 +138,7 @@ fn valid_recipe_parses_with_defaults() {
         Recipe::parse(Path::new("minimal.toml"), &minimal).unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(recipe.vm.accel, Accel::Auto, "accel defaults to auto");
     assert!(recipe.guest.packages.is_empty());
+    assert!(recipe.guest.tools.is_empty(), "no tools by default");
     assert!(recipe.prepare.is_empty());
 
     let optional = with_lines(&[
@@ -479,6 +483,39 @@ fn package_names_follow_debian_policy() {
             (5, 35, "\"x\" is not a Debian package name"),
             (5, 40, "package `python3` is listed twice"),
         ],
+    );
+}
+
+#[test]
+fn tools_are_the_ones_the_host_supplies_each_once() {
+    let recipe = Recipe::parse(
+        Path::new("tools.toml"),
+        &with_line(
+            5,
+            r#"packages = ["python3"]
+tools = ["uv"]"#,
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(recipe.guest.tools, vec![GuestTool::Uv]);
+    assert_diagnostics(
+        &check(&with_line(
+            5,
+            r#"packages = ["python3"]
+tools = ["uv", "pipx", "uv"]"#,
+        )),
+        &[
+            (6, 16, "unknown tool \"pipx\"; the host can supply: uv"),
+            (6, 24, "tool `uv` is listed twice"),
+        ],
+    );
+    assert_diagnostics(
+        &check(&with_line(
+            5,
+            r#"packages = ["python3"]
+tools = "uv""#,
+        )),
+        &[(6, 9, "an array of tool names")],
     );
 }
 

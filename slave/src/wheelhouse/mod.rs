@@ -1,5 +1,6 @@
 //! The wheelhouse: the package under test and every dependency, as files the offline guest
-//! installs from (`pip install --no-index --find-links wheelhouse ...`).
+//! installs from (the shipped recipe runs `uv pip install --offline --no-index --find-links
+//! wheelhouse ...` with the same pinned uv baked into the image, see [`uv_binary`]).
 //!
 //! Resolution happens on the host for the *guest's* interpreter and platform, and never runs
 //! package code: the resolver reads wheel metadata (PEP 658) and the static metadata of sdists
@@ -211,6 +212,16 @@ pub struct Wheelhouse {
     /// Wall time of [`prepare_wheelhouse`].
     pub elapsed: Duration,
     _staging: tempfile::TempDir,
+}
+
+/// The slave's pinned uv ([`pyti_wire::recipe::UV_VERSION`]), installed under
+/// `settings.tools_dir` on first use: the resolver here, and the offline installer images bake
+/// in for recipes with `tools = ["uv"]`.
+pub async fn uv_binary(settings: &WheelhouseSettings) -> Result<PathBuf, WheelhouseError> {
+    Ok(resolver::Resolver::ensure(settings)
+        .await?
+        .uv()
+        .to_path_buf())
 }
 
 /// Resolves `spec` and its dependencies for `target`, downloads what the cache lacks, and stages

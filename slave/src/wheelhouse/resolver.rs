@@ -9,9 +9,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
-/// The uv release the slave installs: pinned, so a resolver upgrade is a reviewed change (its
-/// version is part of no cache key because a pinned release resolves the same way).
-pub(crate) const UV_VERSION: &str = "0.13.9";
+/// The uv release the slave installs (its version is part of no resolution cache key because a
+/// pinned release resolves the same way).
+pub(crate) use pyti_wire::recipe::UV_VERSION;
 /// Longest the one-time `pip install uv` may take.
 const TOOL_INSTALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Phrases in uv's message meaning the index could not be reached (retry) rather than that the
@@ -157,6 +157,11 @@ impl Resolver {
             }
         }
         Ok(resolver)
+    }
+
+    /// The uv binary.
+    pub fn uv(&self) -> &Path {
+        &self.uv
     }
 
     /// Resolves `requirements` for `target` without building anything; `work` receives the

@@ -4,9 +4,9 @@ use super::cache::{cache_key, file_sha256};
 use super::guest_image::MANIFEST_FILE;
 use super::host_tool::{DEPMOD, QEMU_IMG, SUPERMIN, TAR, XZ};
 use super::{guest_files, kernel, kernel_modules, supermin, GuestImage, ImageCache, ImageError};
-use pyti_wire::recipe::Recipe;
+use pyti_wire::recipe::{GuestTool, Recipe};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Kernel arguments besides `root=`: serial console for the agent's echo, no boot chatter (a
@@ -70,28 +70,86 @@ pub enum BuildPhase {
     CacheHit { key: String },
 }
 
-/// Builds (or finds in `cache`) the guest image for `recipe` with `agent_binary` baked in.
+/// The host's programs an image bakes in: the agent always, and the tools its recipe names.
+#[derive(Debug, Clone)]
+pub struct HostFiles {
+    /// The `pyti-agent` binary ([`super::agent_binary_path`]).
+    pub agent: PathBuf,
+    /// uv, for recipes with `tools = ["uv"]`.
+    pub uv: Option<PathBuf>,
+}
+
+impl HostFiles {
+    /// Just the agent: for recipes that name no tools.
+    pub fn agent_only(agent: impl Into<PathBuf>) -> HostFiles {
+        HostFiles {
+            agent: agent.into(),
+            uv: None,
+        }
+    }
+
+    /// The host file for `tool`, if given.
+    pub fn tool(&self, tool: GuestTool) -> Option<&Path> {
+        match tool {
+            GuestTool::Uv => self.uv.as_deref(),
+        }
+    }
+
+    /// Each of `recipe`'s tools with its host file and sha256, or why one cannot be had.
+    fn recipe_tools(
+        &self,
+        recipe: &Recipe,
+    ) -> Result<Vec<(GuestTool, PathBuf, String)>, ImageError> {
+        recipe
+            .guest
+            .tools
+            .iter()
+            .map(|&tool| {
+                let missing = |detail: String| ImageError::ToolNotFound {
+                    recipe: recipe.name.clone(),
+                    tool: tool.name(),
+                    detail,
+                };
+                let path = self
+                    .tool(tool)
+                    .ok_or_else(|| missing("no host file was given for it".into()))?;
+                let sha256 = file_sha256(path)
+                    .map_err(|_| missing(format!("{} cannot be read", path.display())))?;
+                Ok((tool, path.to_path_buf(), sha256))
+            })
+            .collect()
+    }
+}
+
+/// Builds (or finds in `cache`) the guest image for `recipe` with the agent and the recipe's
+/// tools from `files` baked in.
 ///
 /// The image is built in a temporary directory inside the cache and renamed into place when
 /// complete, so the cache never holds half an image. Blocking: ~5–15 s for a cold build.
 pub fn build(
     recipe: &Recipe,
-    agent_binary: &Path,
+    files: &HostFiles,
     cache: &ImageCache,
     progress: &mut dyn FnMut(BuildPhase),
 ) -> Result<GuestImage, ImageError> {
     let mut phases = Phases { progress };
+    let agent_binary = files.agent.as_path();
 
-    let (key, host_kernel, agent_sha256) = phases.run(Phase::CacheLookup, || {
+    let (key, host_kernel, agent_sha256, tools) = phases.run(Phase::CacheLookup, || {
         let host_kernel = kernel::find_host_kernel()?;
         let agent_sha256 = file_sha256(agent_binary).map_err(|_| ImageError::AgentNotFound {
             detail: format!("cannot read {}", agent_binary.display()),
         })?;
+        let tools = files.recipe_tools(recipe)?;
         // dpkg's database changes whenever a host package is installed, removed or upgraded.
         let packages = file_sha256(Path::new(DPKG_STATUS)).unwrap_or_default();
         let host_state = format!("{} {packages}", host_kernel.release);
-        let key = cache_key(recipe, &host_state, &agent_sha256);
-        Ok((key, host_kernel, agent_sha256))
+        let tool_sums: Vec<(&str, &str)> = tools
+            .iter()
+            .map(|(tool, _, sha256)| (tool.name(), sha256.as_str()))
+            .collect();
+        let key = cache_key(recipe, &host_state, &agent_sha256, &tool_sums);
+        Ok((key, host_kernel, agent_sha256, tools))
     })?;
     let final_dir = cache.image_dir(&key);
     if final_dir.join(MANIFEST_FILE).is_file() {
@@ -147,7 +205,11 @@ pub fn build(
     })?;
     phases.run(Phase::AddGuestFiles, || {
         let plan = guest_files::prepare_plan(recipe, &key)?;
-        guest_files::add_to_appliance(&appliance, &work, agent_binary, &plan)
+        let tools: Vec<(&str, &Path)> = tools
+            .iter()
+            .map(|(tool, path, _)| (tool.guest_path(), path.as_path()))
+            .collect();
+        guest_files::add_to_appliance(&appliance, &work, agent_binary, &tools, &plan)
     })?;
     let modules = phases.run(Phase::Initrd, || {
         kernel_modules::guest_module_tree(&host_kernel, &work)
@@ -259,11 +321,12 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let cache = ImageCache::new(temp.path().join("images"));
         let mut phases = Vec::new();
-        // Any file serves as the agent here: the build stops at the host check.
-        let err = build(&recipe, Path::new("/bin/sh"), &cache, &mut |p| {
-            phases.push(p)
-        })
-        .unwrap_err();
+        // Any file serves as the agent and uv here: the build stops at the host check.
+        let files = HostFiles {
+            agent: "/bin/sh".into(),
+            uv: Some("/bin/sh".into()),
+        };
+        let err = build(&recipe, &files, &cache, &mut |p| phases.push(p)).unwrap_err();
         match &err {
             ImageError::PackageNotInstalled { names } => {
                 assert_eq!(names, &["pyti-no-such-package"])
@@ -291,7 +354,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let err = build(
             &recipe,
-            &temp.path().join("nope"),
+            &HostFiles::agent_only(temp.path().join("nope")),
             &ImageCache::new(temp.path().into()),
             &mut |_| {},
         )
@@ -300,5 +363,33 @@ mod tests {
             err.to_string().contains("cargo build -p pyti-agent"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_tool_the_recipe_names_must_be_given_and_readable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/debian-12.toml");
+        let recipe = Recipe::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(recipe.guest.tools, [GuestTool::Uv]);
+        let temp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(temp.path().join("images"));
+        let err = build(
+            &recipe,
+            &HostFiles::agent_only("/bin/sh"),
+            &cache,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ImageError::ToolNotFound { tool: "uv", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no host file was given"), "{err}");
+        let unreadable = HostFiles {
+            agent: "/bin/sh".into(),
+            uv: Some(temp.path().join("no-uv")),
+        };
+        let err = build(&recipe, &unreadable, &cache, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("no-uv cannot be read"), "{err}");
+        assert!(!cache.root().exists(), "nothing written to the cache");
     }
 }

@@ -47,8 +47,14 @@ impl ImageCache {
 
 /// The cache key: sha256 over the builder version, the host's kernel and installed packages
 /// (`host_state`: an image is a copy of them, so an `apt upgrade` must rebuild it), the recipe's
-/// `guest`, `python` and `prepare` sections, and the agent binary's sha256.
-pub(crate) fn cache_key(recipe: &Recipe, host_state: &str, agent_sha256: &str) -> String {
+/// `guest`, `python` and `prepare` sections, and the sha256 of the agent binary and of each
+/// host tool (`(name, sha256)`) baked in.
+pub(crate) fn cache_key(
+    recipe: &Recipe,
+    host_state: &str,
+    agent_sha256: &str,
+    tools: &[(&str, &str)],
+) -> String {
     let mut hasher = Sha256::new();
     let mut part = |label: &str, bytes: &[u8]| {
         // Length-prefixed so no two different inputs hash the same concatenation.
@@ -62,6 +68,9 @@ pub(crate) fn cache_key(recipe: &Recipe, host_state: &str, agent_sha256: &str) -
     part("python", &json(&recipe.python));
     part("prepare", &json(&recipe.prepare));
     part("agent", agent_sha256.as_bytes());
+    for (name, sha256) in tools {
+        part(name, sha256.as_bytes());
+    }
     hex::encode(hasher.finalize())
 }
 
@@ -98,18 +107,21 @@ mod tests {
     #[test]
     fn key_changes_with_what_goes_into_the_image_only() {
         let base = recipe();
-        let key = cache_key(&base, "6.1", "agent");
-        assert_eq!(key, cache_key(&base, "6.1", "agent"));
-        assert_ne!(key, cache_key(&base, "6.1", "other agent"));
-        assert_ne!(key, cache_key(&base, "6.2", "agent"));
+        let uv = [("uv", "uv sum")];
+        let key = cache_key(&base, "6.1", "agent", &uv);
+        assert_eq!(key, cache_key(&base, "6.1", "agent", &uv));
+        assert_ne!(key, cache_key(&base, "6.1", "other agent", &uv));
+        assert_ne!(key, cache_key(&base, "6.2", "agent", &uv));
+        assert_ne!(key, cache_key(&base, "6.1", "agent", &[("uv", "new uv")]));
+        assert_ne!(key, cache_key(&base, "6.1", "agent", &[]));
         let mut more = base.clone();
         more.guest.packages.push("python3-yaml".into());
-        assert_ne!(key, cache_key(&more, "6.1", "agent"));
+        assert_ne!(key, cache_key(&more, "6.1", "agent", &uv));
         // Task steps and VM resources do not change the image.
         let mut steps = base.clone();
         steps.steps.clear();
         steps.vm.memory_mib = 4096;
-        assert_eq!(key, cache_key(&steps, "6.1", "agent"));
+        assert_eq!(key, cache_key(&steps, "6.1", "agent", &uv));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum ImageError {
     },
     #[error("the pyti agent binary was not found ({detail}); build it with `cargo build -p pyti-agent` or point $PYTI_AGENT at it")]
     AgentNotFound { detail: String },
+    #[error("recipe `{recipe}` asks for the host's `{tool}` in its image ([guest] tools), but {detail}; a slave supplies its own pinned `{tool}` (`pyti image build` and `pyti slave` do this), or drop it from the recipe")]
+    ToolNotFound {
+        recipe: String,
+        tool: &'static str,
+        detail: String,
+    },
     #[error("{path} is not a usable cached image: {detail}. Remove the directory and build again (`pyti image build`)")]
     BadCachedImage { path: PathBuf, detail: String },
     #[error("no cache directory: neither $XDG_CACHE_HOME nor $HOME is set; set one of them")]

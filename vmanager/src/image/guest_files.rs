@@ -72,6 +72,7 @@ pub(crate) fn add_to_appliance(
     appliance: &Path,
     work: &Path,
     agent: &Path,
+    tools: &[(&str, &Path)],
     plan: &PreparePlan,
 ) -> Result<(), ImageError> {
     let stage = work.join("stage");
@@ -125,6 +126,13 @@ pub(crate) fn add_to_appliance(
     })?;
     write(PREPARE_PLAN_PATH, &plan_json, 0o644)?;
 
+    for &(guest_path, host_path) in tools {
+        if let Some(dir) = Path::new(guest_path).parent() {
+            mkdir(&dir.to_string_lossy(), 0o755)?;
+        }
+        let bytes = fs::read(host_path).map_err(ImageError::io("read", host_path))?;
+        write(guest_path, &bytes, 0o755)?;
+    }
     let tarball = appliance.join("pyti.tar");
     TAR.run(
         TAR.command()

@@ -28,7 +28,7 @@ mod kernel_modules;
 mod supermin;
 
 pub use agent_binary::agent_binary_path;
-pub use build::{build, BuildPhase, Phase};
+pub use build::{build, BuildPhase, HostFiles, Phase};
 pub use cache::ImageCache;
 pub use error::ImageError;
 pub use guest_files::GUEST_AGENT_PATH;

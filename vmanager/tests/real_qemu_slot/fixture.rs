@@ -48,9 +48,9 @@ pub fn guest_image(recipe: &Recipe) -> GuestImage {
     let lock = std::fs::File::create(cache.root().join(".build-lock")).unwrap();
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let agent = crate::agent::ensure_agent_built();
+    let files = crate::agent::host_files();
     let started = std::time::Instant::now();
-    let image = image::build(recipe, &agent, &cache, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let image = image::build(recipe, &files, &cache, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "guest image ready in {:?}: {}",
         started.elapsed(),
