@@ -90,6 +90,11 @@ pub fn prepare(drop_privileges: bool) -> Prepared {
             };
         }
     }
+    // Everything the steps wrote reaches the disk before the marker says it is there: cold
+    // slots power the guest off after "ready" and boot copies of this disk, which skip the
+    // steps when they find the marker.
+    // SAFETY: plain syscall.
+    unsafe { libc::sync() };
     let written = write_marker(&plan.image_key);
     Prepared {
         ok: true,
