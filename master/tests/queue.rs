@@ -247,6 +247,20 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     let t = store.get_task(task_id).await.unwrap();
     assert_eq!(t.state, TaskState::Finished(Verdict::Tmpfail));
     assert_eq!(t.attempts.len(), 2);
+    // Both expired leases gave their slots back: each slave (one slot) can take a new task.
+    for n in 0..2 {
+        store
+            .submit(
+                &job(&format!("attrs==2{n}.1.0"), &["debian-12"], 5),
+                "alice",
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    for slave in ["dead", "alive"] {
+        assert!(store.try_claim(slave).await.unwrap().is_some(), "{slave}");
+    }
     store.close().await;
 }
 
@@ -588,6 +602,12 @@ async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
         .tasks
         .iter()
         .all(|t| t.state == TaskState::Cancelled));
+    // The cancelled task gave its slot back.
+    store
+        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
+        .await
+        .unwrap();
+    assert!(store.try_claim("s").await.unwrap().is_some());
     store.close().await;
 }
 

@@ -131,19 +131,21 @@ pub(crate) async fn claim_batch(
     now: i64,
 ) -> Result<Vec<Option<Claimed>>, MasterError> {
     write_tx!(p, |tx| {
+        // Each slave's leases, from the count the transitions keep. On PostgreSQL the rows stay
+        // locked (in name order) until commit, so two masters cannot both fill a slave's last
+        // slot.
         let mut held: HashMap<String, i64> = HashMap::new();
         {
-            // `lease_slave` is set exactly while a task is leased or running (`transition`
-            // clears it on every other state), so the partial index `tasks_slave` answers this
-            // alone: no table row is read, and the tasks a slave ran before are not in it.
-            let mut q = sqlx::QueryBuilder::<Db>::new(
-                "SELECT lease_slave, COUNT(*) FROM tasks WHERE lease_slave IN (",
-            );
+            let mut q =
+                sqlx::QueryBuilder::<Db>::new("SELECT name, held FROM slaves WHERE name IN (");
             let mut names = q.separated(", ");
             for w in wants {
                 names.push_bind(w.slave.to_string());
             }
-            q.push(") GROUP BY lease_slave");
+            q.push(") ORDER BY name");
+            if POSTGRES {
+                q.push(" FOR UPDATE");
+            }
             let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
             held.extend(rows);
         }
@@ -384,6 +386,18 @@ pub(crate) async fn expire(
             .bind(EXPIRY_BATCH)
             .fetch_all(&mut *tx)
             .await?;
+        if POSTGRES && !expired.is_empty() {
+            // Their slaves' rows first, in name order, as a claim takes them: ending a lease
+            // updates the slave's held count and then the task's lane, and a claim holds slaves
+            // before lanes, so taking them one by one could deadlock with a claim.
+            let mut q = sqlx::QueryBuilder::<Db>::new("SELECT name FROM slaves WHERE name IN (");
+            let mut names = q.separated(", ");
+            for task in &expired {
+                names.push_bind(task.lease_slave.clone().unwrap_or_default());
+            }
+            q.push(") ORDER BY name FOR UPDATE");
+            q.build().fetch_all(&mut *tx).await?;
+        }
         let mut changes = Vec::with_capacity(expired.len());
         for task in &expired {
             let slave = task.lease_slave.as_deref().unwrap_or("?");

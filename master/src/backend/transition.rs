@@ -72,6 +72,16 @@ pub(crate) async fn apply(
         )));
     }
 
+    if holds_lease(from) && !holds_lease(to) {
+        // The slave's slot is free again. (Before the lane below: every transaction that
+        // touches both locks the slave first.)
+        if let Some(slave) = &task.lease_slave {
+            sqlx::query("UPDATE slaves SET held = held - 1 WHERE name = $1")
+                .bind(slave)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
     if from == TaskState::Queued && to != TaskState::Queued {
         // Leaving the queue (cancelled): one less in the lane.
         sqlx::query(
@@ -224,6 +234,26 @@ pub(crate) async fn lease_batch(
             leases.len()
         )));
     }
+    // Each slave's held count, in one statement.
+    let mut per_slave: Vec<(&str, i64)> = Vec::new();
+    for l in leases {
+        match per_slave.iter_mut().find(|(name, _)| *name == l.slave) {
+            Some((_, n)) => *n += 1,
+            None => per_slave.push((l.slave, 1)),
+        }
+    }
+    let mut held = sqlx::QueryBuilder::<Db>::new("UPDATE slaves SET held = held + CASE name");
+    for (name, n) in &per_slave {
+        held.push(" WHEN ").push_bind(name.to_string());
+        held.push(" THEN ").push_bind(*n);
+    }
+    held.push(" ELSE 0 END WHERE name IN (");
+    let mut names = held.separated(", ");
+    for (name, _) in &per_slave {
+        names.push_bind(name.to_string());
+    }
+    held.push(")");
+    held.build().execute(&mut **tx).await?;
     if !lanes.is_empty() {
         // One statement for every lane served.
         let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE lanes SET queued = queued - CASE");
@@ -266,6 +296,12 @@ pub(crate) async fn lease_batch(
     });
     log.build().execute(&mut **tx).await?;
     Ok(changes)
+}
+
+/// Whether a task in `state` holds a lease (and a slot of its slave): `lease_slave` is set
+/// exactly then, and the slave's `held` counts it.
+fn holds_lease(state: TaskState) -> bool {
+    matches!(state, TaskState::Leased | TaskState::Running)
 }
 
 fn push_lane_match(q: &mut sqlx::QueryBuilder<Db>, lane: &LaneServed<'_>, prefix: &str) {
