@@ -568,6 +568,42 @@ async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
     store.close().await;
 }
 
+async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    for package in ["six==1.16.0", "attrs==23.1.0"] {
+        store
+            .submit(&job(package, &["debian-12"], 5), "alice", false)
+            .await
+            .unwrap();
+    }
+    register(&store, "s", &["debian-12"], 1).await;
+    let t = store.try_claim("s").await.unwrap().unwrap();
+    store.close().await;
+    // The database as a master before migration 2 left it: no held counts.
+    db.execute(
+        "ALTER TABLE slaves DROP COLUMN held; DELETE FROM _sqlx_migrations WHERE version = 2",
+    )
+    .await;
+
+    let store = db.store(&clock, 3).await;
+    assert!(
+        store.try_claim("s").await.unwrap().is_none(),
+        "the lease taken before the upgrade still fills the slave's one slot"
+    );
+    store
+        .report_result(&report(
+            &t,
+            ReportOutcome::Raw {
+                result: passing(t.task_id, &t.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(store.try_claim("s").await.unwrap().is_some());
+    store.close().await;
+}
+
 async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
@@ -857,6 +893,7 @@ on_both_databases!(
     a_repeated_report_neither_duplicates_nor_overwrites,
     dispatch_serves_priority_first_then_shares_fairly_between_submitters,
     a_slave_gets_only_its_recipes_and_at_most_its_slots,
+    upgrading_the_schema_counts_the_leases_slaves_already_hold,
     cancelling_a_job_stops_queued_and_running_tasks,
     reopening_the_database_loses_nothing,
     list_jobs_filters_and_compare_finds_regressions,

@@ -63,6 +63,22 @@ impl TestDb {
             .expect("open store")
     }
 
+    /// Runs `sql` on this database directly (to build the state of an older schema).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if self.schema.is_some() {
+            let pool = sqlx::PgPool::connect(&self.url).await.expect("connect");
+            sqlx::raw_sql(sql).execute(&pool).await.expect("raw SQL");
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.url))
+                .await
+                .expect("connect");
+            sqlx::raw_sql(sql).execute(&pool).await.expect("raw SQL");
+            pool.close().await;
+        }
+    }
+
     /// Drops the PostgreSQL schema (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         if let Some(schema) = &self.schema {
