@@ -846,6 +846,7 @@ impl Store {
 async fn checkpoint_sqlite(pool: sqlx::SqlitePool, mut dropped: watch::Receiver<()>) {
     let mut every = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -854,15 +855,18 @@ async fn checkpoint_sqlite(pool: sqlx::SqlitePool, mut dropped: watch::Receiver<
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
+            Ok(_) => failing = false,
+            Err(_) if pool.is_closed() => return,
+            // The commit-time backstop still bounds the log; said once until it works again.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "SQLite checkpoint failed; commits will checkpoint instead");
             }
-            // The commit-time backstop still bounds the log; say so once per failure.
-            tracing::warn!(error = %e, "SQLite checkpoint failed; commits will checkpoint instead");
+            Err(_) => {}
         }
     }
 }

@@ -89,7 +89,7 @@ impl HostFiles {
     }
 
     /// The host file for `tool`, if given.
-    pub fn tool(&self, tool: GuestTool) -> Option<&Path> {
+    fn tool(&self, tool: GuestTool) -> Option<&Path> {
         match tool {
             GuestTool::Uv => self.uv.as_deref(),
         }
