@@ -143,7 +143,52 @@ pub async fn build_images(
         })?;
         images.insert(recipe.name.clone(), built);
     }
+    // Older images nothing has used for a week go: each is ~250 MB.
+    let keep: Vec<String> = images.values().map(|i| i.key.clone()).collect();
+    let pruned = tokio::task::spawn_blocking(move || {
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        ImageCache::new(cache).prune(&keep, IMAGE_KEEP_UNUSED)
+    })
+    .await;
+    match pruned {
+        Ok(Ok(p)) if !p.keys.is_empty() => tracing::info!(
+            images = p.keys.len(),
+            freed_mb = p.freed_bytes / (1024 * 1024),
+            "removed cached images unused for a week"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("pruning the image cache failed: {e}"),
+        Err(e) => tracing::warn!("pruning the image cache failed: {e}"),
+    }
     Ok(images)
+}
+
+/// Cached images unused this long are removed when a slave starts.
+const IMAGE_KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How often a running slave records that its images are in use (far below
+/// [`IMAGE_KEEP_UNUSED`], so another slave starting on this host never prunes them).
+const IMAGE_IN_USE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Records every [`IMAGE_IN_USE_EVERY`] that `images` are in use, until `stop` changes.
+async fn mark_images_used(
+    images: Arc<HashMap<String, GuestImage>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let marked = images.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for image in marked.values() {
+                if let Err(e) = image.mark_used() {
+                    tracing::warn!("{e}; another slave on this host may prune the image");
+                }
+            }
+        })
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(IMAGE_IN_USE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// The host files images of `recipes` bake in: `agent`, and uv (the wheelhouse's pinned one,
@@ -250,6 +295,7 @@ pub async fn run(
     // The appliance launch and the first boot of every slot are independent (~10-15 s each under
     // TCG): do them at once.
     let images = Arc::new(images);
+    tokio::spawn(mark_images_used(images.clone(), stop_rx.clone()));
     let mut runners: Vec<SlotRunner> = (0..config.slots)
         .map(|index| {
             SlotRunner::new(SlotContext {

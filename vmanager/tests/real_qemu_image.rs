@@ -187,7 +187,15 @@ fn real_qemu_image_builds_boots_and_runs_a_task_offline() {
         "image is in the cache"
     );
 
-    // Nothing changed: a cache hit, well under a second.
+    // Nothing changed: a cache hit, well under a second, which records the image as used.
+    let manifest = guest.dir.join("image.json");
+    let week = std::time::Duration::from_secs(7 * 24 * 60 * 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&manifest)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - 2 * week)
+        .unwrap();
     let started = Instant::now();
     let mut hit = false;
     let again = image::build(&recipe, &files, &cache, &mut |p| {
@@ -198,6 +206,16 @@ fn real_qemu_image_builds_boots_and_runs_a_task_offline() {
     eprintln!("cached build: {cached:?}");
     assert!(hit, "second build is a cache hit");
     assert_eq!(again, guest);
+    let used = std::fs::metadata(&manifest).unwrap().modified().unwrap();
+    assert!(
+        used.elapsed().unwrap() < week,
+        "the cache hit marked the image used"
+    );
+    assert_eq!(
+        cache.prune(&[], week).unwrap(),
+        image::PrunedImages::default(),
+        "an image just used is not pruned"
+    );
     assert!(cached < Duration::from_secs(1), "cache hit took {cached:?}");
     // No half-built images left behind.
     let entries: Vec<_> = std::fs::read_dir(cache.root())

@@ -154,6 +154,9 @@ pub fn build(
     let final_dir = cache.image_dir(&key);
     if final_dir.join(MANIFEST_FILE).is_file() {
         if let Ok(image) = GuestImage::load(&final_dir) {
+            if let Err(e) = image.mark_used() {
+                tracing::warn!("{e}; the image may be pruned while in use");
+            }
             (phases.progress)(BuildPhase::CacheHit { key });
             return Ok(image);
         }

@@ -104,6 +104,17 @@ impl GuestImage {
         })
     }
 
+    /// Records that this image is in use now (its manifest's modification time), which keeps
+    /// [`super::ImageCache::prune`] from removing it for a while.
+    pub fn mark_used(&self) -> Result<(), ImageError> {
+        let path = self.dir.join(MANIFEST_FILE);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(ImageError::io("mark as used", &path))
+    }
+
     /// The manifest for this image.
     pub(crate) fn manifest(&self) -> Manifest {
         let name = |p: &Path| {

@@ -29,7 +29,7 @@ mod supermin;
 
 pub use agent_binary::agent_binary_path;
 pub use build::{build, BuildPhase, HostFiles, Phase};
-pub use cache::ImageCache;
+pub use cache::{ImageCache, PrunedImages};
 pub use error::ImageError;
 pub use guest_files::GUEST_AGENT_PATH;
 pub use guest_image::GuestImage;
