@@ -8,6 +8,7 @@
 use crate::acquire::{AcquireError, PackageAcquirer};
 use crate::cycle::{CycleOutcome, CyclePhase, CycleRequest, SlotContext, SlotRunner};
 use crate::outbox::Outbox;
+use crate::wheelhouse;
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
 use pyti_diskhandler::{Accelerator, Session, SessionConfig};
@@ -79,7 +80,7 @@ pub enum SlaveError {
         source: image::ImageError,
     },
     #[error("installing the host's uv for the images of recipes with `tools = [\"uv\"]`: {0}")]
-    Tool(#[source] crate::wheelhouse::WheelhouseError),
+    Tool(#[source] wheelhouse::WheelhouseError),
     #[error(transparent)]
     Vm(#[from] pyti_vmanager::VmError),
     #[error("starting the libguestfs session: {0}")]
@@ -166,14 +167,19 @@ pub async fn build_images(
 /// Cached images unused this long are removed when a slave starts.
 const IMAGE_KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// How often a running slave records that its images are in use (far below
-/// [`IMAGE_KEEP_UNUSED`], so another slave starting on this host never prunes them).
-const IMAGE_IN_USE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// [`IMAGE_KEEP_UNUSED`], so another slave starting on this host never prunes them) and trims
+/// its wheelhouse cache.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// Records every [`IMAGE_IN_USE_EVERY`] that `images` are in use, until `stop` changes.
-async fn mark_images_used(
+/// Every [`HOUSEKEEPING_EVERY`] until `stop` changes, from the start: records that `images` are
+/// in use, and trims the wheelhouse cache to [`wheelhouse::DEFAULT_MAX_CACHE_BYTES`] (least
+/// recently used files first; safe while tasks run).
+async fn housekeeping(
     images: Arc<HashMap<String, GuestImage>>,
+    wheelhouse_cache: PathBuf,
     mut stop: watch::Receiver<bool>,
 ) {
+    let settings = wheelhouse::WheelhouseSettings::new(wheelhouse_cache);
     loop {
         let marked = images.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -184,8 +190,15 @@ async fn mark_images_used(
             }
         })
         .await;
+        match wheelhouse::prune_cache(&settings, wheelhouse::DEFAULT_MAX_CACHE_BYTES).await {
+            Ok(report) if report.removed_files > 0 || report.removed_staging_dirs > 0 => {
+                tracing::info!(?report, "trimmed the wheelhouse cache")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("trimming the wheelhouse cache failed: {e}"),
+        }
         tokio::select! {
-            _ = tokio::time::sleep(IMAGE_IN_USE_EVERY) => {}
+            _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
             _ = stop.changed() => return,
         }
     }
@@ -197,13 +210,13 @@ pub async fn host_files(
     recipes: &[Recipe],
     agent: PathBuf,
     wheelhouse_cache: &Path,
-) -> Result<image::HostFiles, crate::wheelhouse::WheelhouseError> {
+) -> Result<image::HostFiles, wheelhouse::WheelhouseError> {
     let uv = if recipes
         .iter()
         .any(|r| r.guest.tools.contains(&GuestTool::Uv))
     {
-        let settings = crate::wheelhouse::WheelhouseSettings::new(wheelhouse_cache);
-        Some(crate::wheelhouse::uv_binary(&settings).await?)
+        let settings = wheelhouse::WheelhouseSettings::new(wheelhouse_cache);
+        Some(wheelhouse::uv_binary(&settings).await?)
     } else {
         None
     };
@@ -295,7 +308,11 @@ pub async fn run(
     // The appliance launch and the first boot of every slot are independent (~10-15 s each under
     // TCG): do them at once.
     let images = Arc::new(images);
-    tokio::spawn(mark_images_used(images.clone(), stop_rx.clone()));
+    tokio::spawn(housekeeping(
+        images.clone(),
+        config.wheelhouse_cache.clone(),
+        stop_rx.clone(),
+    ));
     let mut runners: Vec<SlotRunner> = (0..config.slots)
         .map(|index| {
             SlotRunner::new(SlotContext {
