@@ -33,6 +33,19 @@ fn report(task: &pyti_wire::job::ClaimedTask, outcome: ReportOutcome) -> ResultR
     }
 }
 
+/// Reports `task` passed (every step succeeded).
+async fn report_pass(store: &Store, task: &pyti_wire::job::ClaimedTask) {
+    store
+        .report_result(&report(
+            task,
+            ReportOutcome::Raw {
+                result: passing(task.task_id, &task.recipe),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
 fn infra(reason: &str) -> ReportOutcome {
     ReportOutcome::Infrastructure {
         reason: reason.into(),
@@ -547,15 +560,7 @@ async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
         store.try_claim("other").await.unwrap().is_none(),
         "a running task holds its slot too"
     );
-    store
-        .report_result(&report(
-            &t,
-            ReportOutcome::Raw {
-                result: passing(t.task_id, &t.recipe),
-            },
-        ))
-        .await
-        .unwrap();
+    report_pass(&store, &t).await;
     assert!(
         store.try_claim("other").await.unwrap().is_some(),
         "the slot is free again"
@@ -591,15 +596,7 @@ async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb)
         store.try_claim("s").await.unwrap().is_none(),
         "the lease taken before the upgrade still fills the slave's one slot"
     );
-    store
-        .report_result(&report(
-            &t,
-            ReportOutcome::Raw {
-                result: passing(t.task_id, &t.recipe),
-            },
-        ))
-        .await
-        .unwrap();
+    report_pass(&store, &t).await;
     assert!(store.try_claim("s").await.unwrap().is_some());
     store.close().await;
 }
