@@ -108,6 +108,13 @@ pub async fn build_images(
     config: &SlaveConfig,
     events: impl Fn(SlaveEvent) + Send + Sync + 'static,
 ) -> Result<HashMap<String, GuestImage>, SlaveError> {
+    // Installing uv takes seconds the first time (a no-op after): say what is happening.
+    for recipe in config.recipes.iter().filter(|r| !r.guest.tools.is_empty()) {
+        events(SlaveEvent::Image {
+            recipe: recipe.name.clone(),
+            phase: "host tools (installed once)".into(),
+        });
+    }
     let files = host_files(
         &config.recipes,
         config.agent_binary.clone(),
