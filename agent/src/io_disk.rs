@@ -8,18 +8,10 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often `/sys/block` is checked for a new disk: a hot-plugged disk is seen within this.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// How often, while no I/O disk is present, the agent asks the SCSI hosts to look at the I/O
-/// disk's address itself. A hot-plugged LUN is announced by an event from the virtio-scsi
-/// device, and after a warm revert that event was seen to go missing (the disk was attached and
-/// the guest never saw it); the scan finds the disk anyway.
-const RESCAN_EVERY: Duration = Duration::from_secs(1);
-/// The I/O disk's SCSI address (channel, target, LUN), fixed by the vmanager: scanning only it
-/// costs one INQUIRY, where a wildcard scan would probe every target.
-const IO_DISK_SCSI_ADDRESS: &str = "0 0 0";
 /// Attempts to unmount before falling back to a lazy unmount (something still holds a file).
 const UNMOUNT_ATTEMPTS: u32 = 20;
 
@@ -42,7 +34,6 @@ pub struct IoDiskWatcher {
 impl IoDiskWatcher {
     /// Blocks until an unhandled I/O disk is present; returns its device node.
     pub fn wait(&mut self) -> PathBuf {
-        let mut scanned = Instant::now();
         loop {
             let present = block_devices();
             self.seen.retain(|name, _| present.contains(name));
@@ -63,23 +54,8 @@ impl IoDiskWatcher {
                     }
                 }
             }
-            if scanned.elapsed() >= RESCAN_EVERY {
-                rescan_scsi_hosts();
-                scanned = Instant::now();
-            }
             std::thread::sleep(POLL_INTERVAL);
         }
-    }
-}
-
-/// Asks every SCSI host to scan the I/O disk's address (a no-op when the disk is known or
-/// absent).
-fn rescan_scsi_hosts() {
-    let Ok(hosts) = std::fs::read_dir("/sys/class/scsi_host") else {
-        return;
-    };
-    for host in hosts.filter_map(|h| h.ok()) {
-        let _ = std::fs::write(host.path().join("scan"), IO_DISK_SCSI_ADDRESS);
     }
 }
 
