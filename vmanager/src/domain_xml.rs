@@ -59,7 +59,6 @@ impl DomainSpec {
 {io_disk}\
 <serial type='file'><source path='{console}'/><target port='0'/></serial>\
 <channel type='unix'><source mode='bind' path='{socket}'/><target type='virtio' name='{channel}'/></channel>\
-<controller type='scsi' index='0' model='virtio-scsi'/>\
 <controller type='usb' model='none'/><memballoon model='none'/>\
 </devices>{seclabel}</domain>",
             domain_type = self.accel.domain_type(),
@@ -155,7 +154,7 @@ mod tests {
         assert!(xml.contains("name='org.pyti.agent.0'"));
         assert!(xml.contains("<seclabel type='static' model='dac' relabel='no'>"));
         assert!(
-            !xml.contains("dev='sda'"),
+            !xml.contains("vdb"),
             "warm domains are defined without the I/O disk"
         );
     }
@@ -180,8 +179,7 @@ mod tests {
         }
         .to_xml()
         .unwrap();
-        assert!(xml.contains("<source file='/tmp/io.img'/><target dev='sda' bus='scsi'/>"));
-        assert!(xml.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"));
+        assert!(xml.contains("<source file='/tmp/io.img'/><target dev='vdb' bus='virtio'/>"));
     }
 
     #[test]
