@@ -155,17 +155,19 @@ pub async fn build_images(
     let keep: Vec<String> = images.values().map(|i| i.key.clone()).collect();
     let pruned = tokio::task::spawn_blocking(move || {
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        ImageCache::new(cache).prune(&keep, IMAGE_KEEP_UNUSED)
+        ImageCache::new(cache)
+            .prune(&keep, IMAGE_KEEP_UNUSED)
+            .map_err(|e| e.to_string())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     match pruned {
-        Ok(Ok(p)) if !p.keys.is_empty() => tracing::info!(
+        Ok(p) if !p.keys.is_empty() => tracing::info!(
             images = p.keys.len(),
             freed_mb = p.freed_bytes / (1024 * 1024),
             "removed cached images unused for a week"
         ),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!("pruning the image cache failed: {e}"),
+        Ok(_) => {}
         Err(e) => tracing::warn!("pruning the image cache failed: {e}"),
     }
     Ok(images)
