@@ -59,6 +59,7 @@ impl DomainSpec {
 {io_disk}\
 <serial type='file'><source path='{console}'/><target port='0'/></serial>\
 <channel type='unix'><source mode='bind' path='{socket}'/><target type='virtio' name='{channel}'/></channel>\
+<controller type='scsi' index='0' model='virtio-scsi'/>\
 <controller type='usb' model='none'/><memballoon model='none'/>\
 </devices>{seclabel}</domain>",
             domain_type = self.accel.domain_type(),
@@ -154,7 +155,7 @@ mod tests {
         assert!(xml.contains("name='org.pyti.agent.0'"));
         assert!(xml.contains("<seclabel type='static' model='dac' relabel='no'>"));
         assert!(
-            !xml.contains("vdb"),
+            !xml.contains("dev='sda'"),
             "warm domains are defined without the I/O disk"
         );
     }
@@ -179,7 +180,8 @@ mod tests {
         }
         .to_xml()
         .unwrap();
-        assert!(xml.contains("<source file='/tmp/io.img'/><target dev='vdb' bus='virtio'/>"));
+        assert!(xml.contains("<source file='/tmp/io.img'/><target dev='sda' bus='scsi'/>"));
+        assert!(xml.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"));
     }
 
     #[test]

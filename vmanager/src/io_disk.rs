@@ -9,10 +9,8 @@ use crate::VmError;
 use std::path::PathBuf;
 
 /// Guest device name of the I/O disk. The agent finds the disk by its filesystem label, not by
-/// this name; the fixed name and PCI slot keep the live hardware identical task after task.
-pub const IO_DISK_TARGET: &str = "vdb";
-/// PCI slot of the I/O disk, out of the way of the devices libvirt places itself.
-const IO_DISK_PCI_SLOT: u32 = 0x10;
+/// this name; the fixed name and SCSI address keep the live hardware identical task after task.
+pub const IO_DISK_TARGET: &str = "sda";
 
 /// Where a task's I/O disk comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +34,12 @@ impl IoDiskSource {
                 escape_path(socket)?
             ),
         };
+        // A LUN on the domain's virtio-scsi controller, not a virtio-blk PCI device: a LUN is
+        // unplugged at once, where a PCI device waits for the guest to acknowledge the eject
+        // (ACPI, slow under TCG), and a warm revert has to wait for the unplug.
         Ok(format!(
-            "{source}<target dev='{IO_DISK_TARGET}' bus='virtio'/>\
-             <address type='pci' domain='0x0000' bus='0x00' slot='{IO_DISK_PCI_SLOT:#04x}' function='0x0'/></disk>"
+            "{source}<target dev='{IO_DISK_TARGET}' bus='scsi'/>\
+             <address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>"
         ))
     }
 }
@@ -55,8 +56,8 @@ mod tests {
         assert!(xml.contains(
             "<source protocol='nbd'><host transport='unix' socket='/run/pyti/io-1.sock'/>"
         ));
-        assert!(xml.contains("<target dev='vdb' bus='virtio'/>"));
-        assert!(xml.contains("slot='0x10'"));
+        assert!(xml.contains("<target dev='sda' bus='scsi'/>"));
+        assert!(xml.contains("<address type='drive' controller='0' bus='0' target='0' unit='0'/>"));
     }
 
     #[test]

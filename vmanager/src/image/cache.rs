@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Bumped whenever the builder changes what it puts into an image, so old images are rebuilt.
-pub(crate) const BUILDER_VERSION: &str = "pyti-image-2";
+pub(crate) const BUILDER_VERSION: &str = "pyti-image-3";
 
 /// A per-user directory of built images, one subdirectory per cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
