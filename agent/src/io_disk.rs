@@ -22,78 +22,137 @@ enum Seen {
     Other,
     /// An I/O disk whose task was handled; it is skipped until it goes away.
     Handled,
+    /// Its superblock could not be read this many times: a hot-plugged SCSI disk can fail its
+    /// first reads (a pending unit attention), so it is tried again at the next poll.
+    Unreadable(u32),
 }
+
+/// Reads of a disk that fail before the agent gives up on it (at [`POLL_INTERVAL`], ~10 s).
+const MAX_UNREADABLE_POLLS: u32 = 200;
 
 /// Watches for I/O disks; remembers which disks it has handled so a disk left attached is not
-/// run twice (cold mode keeps the disk attached after "done").
+/// run twice (cold mode keeps the disk attached after "done"). A disk is known by its name and
+/// its `diskseq` (a number the kernel never reuses), so a disk unplugged and plugged in again
+/// under the same name between two polls is still seen as new.
 #[derive(Debug, Default)]
 pub struct IoDiskWatcher {
-    seen: HashMap<String, Seen>,
+    seen: HashMap<(String, Option<u64>), Seen>,
 }
 
+/// A block device present now: its name in `/sys/block` and its `diskseq`.
+type Disk = (String, Option<u64>);
+
 impl IoDiskWatcher {
-    /// Blocks until an unhandled I/O disk is present; returns its device node.
-    pub fn wait(&mut self) -> PathBuf {
+    /// Blocks until an unhandled I/O disk is present; returns its device node. Disks that are
+    /// not I/O disks are logged once each through `log`.
+    pub fn wait(&mut self, log: &mut dyn FnMut(&str)) -> PathBuf {
         loop {
-            let present = block_devices();
-            self.seen.retain(|name, _| present.contains(name));
-            for name in present {
-                if self.seen.contains_key(&name) {
-                    continue;
-                }
-                let dev = PathBuf::from("/dev").join(&name);
-                match read_label(&dev) {
-                    Some(label) if label == IO_DISK_LABEL => {
-                        self.seen.insert(name, Seen::Handled);
-                        return dev;
-                    }
-                    // The node may not exist yet right after a hot-plug: look again next time.
-                    None if !dev.exists() => {}
-                    _ => {
-                        self.seen.insert(name, Seen::Other);
-                    }
-                }
+            if let Some(dev) = self.poll(block_devices(), &read_label, log) {
+                return dev;
             }
             std::thread::sleep(POLL_INTERVAL);
         }
     }
+
+    /// One look at the `present` disks, reading labels with `label_of`: the first unhandled
+    /// I/O disk, if any.
+    fn poll(
+        &mut self,
+        present: Vec<Disk>,
+        label_of: &dyn Fn(&Path) -> std::io::Result<Option<String>>,
+        log: &mut dyn FnMut(&str),
+    ) -> Option<PathBuf> {
+        self.seen.retain(|disk, _| present.contains(disk));
+        for disk in present {
+            let failures = match self.seen.get(&disk) {
+                None => 0,
+                Some(Seen::Unreadable(failures)) => *failures,
+                Some(Seen::Other | Seen::Handled) => continue,
+            };
+            let dev = PathBuf::from("/dev").join(&disk.0);
+            let seen = match label_of(&dev) {
+                Ok(Some(label)) if label == IO_DISK_LABEL => {
+                    self.seen.insert(disk, Seen::Handled);
+                    return Some(dev);
+                }
+                Ok(label) => {
+                    log(&format!(
+                        "ignoring {}: not an I/O disk (label {:?})",
+                        dev.display(),
+                        label.unwrap_or_default()
+                    ));
+                    Seen::Other
+                }
+                // Right after a hot-plug the node may not exist yet: look again next time.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if failures + 1 >= MAX_UNREADABLE_POLLS => {
+                    log(&format!("ignoring {}: unreadable ({e})", dev.display()));
+                    Seen::Other
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        log(&format!(
+                            "{} not readable yet ({e}); retrying",
+                            dev.display()
+                        ));
+                    }
+                    Seen::Unreadable(failures + 1)
+                }
+            };
+            self.seen.insert(disk, seen);
+        }
+        None
+    }
 }
 
-/// Whole disks in `/sys/block` (partitions are not used for I/O disks).
-fn block_devices() -> Vec<String> {
+/// Whole disks in `/sys/block` with their `diskseq` (partitions are not used for I/O disks).
+fn block_devices() -> Vec<(String, Option<u64>)> {
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return Vec::new();
     };
-    let mut names: Vec<String> = entries
+    let mut disks: Vec<(String, Option<u64>)> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .map(|name| {
+            let seq = std::fs::read_to_string(format!("/sys/block/{name}/diskseq"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            (name, seq)
+        })
         .collect();
-    names.sort();
-    names
+    disks.sort();
+    disks
 }
 
-/// The ext2/3/4 superblock of `dev`, if it holds an ext filesystem (magic 0xEF53 at 0x38).
-fn superblock(dev: &Path) -> Option<[u8; 1024]> {
-    let mut file = std::fs::File::open(dev).ok()?;
+/// The ext2/3/4 superblock of `dev`: `None` if the disk holds no ext filesystem (magic 0xEF53
+/// at 0x38), an error if the disk cannot be read.
+fn superblock(dev: &Path) -> std::io::Result<Option<[u8; 1024]>> {
+    let mut file = std::fs::File::open(dev)?;
     let mut superblock = [0u8; 1024];
-    file.seek(SeekFrom::Start(1024)).ok()?;
-    file.read_exact(&mut superblock).ok()?;
-    (superblock[0x38..0x3a] == [0x53, 0xef]).then_some(superblock)
+    file.seek(SeekFrom::Start(1024))?;
+    match file.read_exact(&mut superblock) {
+        Ok(()) => Ok((superblock[0x38..0x3a] == [0x53, 0xef]).then_some(superblock)),
+        // Smaller than a superblock's end: no filesystem, not a read failure.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-/// The ext2/3/4 volume label of `dev`, if it holds an ext filesystem.
-fn read_label(dev: &Path) -> Option<String> {
-    let superblock = superblock(dev)?;
-    // The 16-byte volume name at 0x78.
-    let raw = &superblock[0x78..0x88];
-    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+/// The ext2/3/4 volume label of `dev` (`None` without an ext filesystem), or why the disk
+/// cannot be read.
+fn read_label(dev: &Path) -> std::io::Result<Option<String>> {
+    Ok(superblock(dev)?.map(|superblock| {
+        // The 16-byte volume name at 0x78.
+        let raw = &superblock[0x78..0x88];
+        let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+        String::from_utf8_lossy(&raw[..end]).into_owned()
+    }))
 }
 
 /// Bytes the ext filesystem on `dev` spans from the device's start, if it holds one.
 pub fn filesystem_bytes(dev: &Path) -> Option<u64> {
-    let sb = superblock(dev)?;
+    let sb = superblock(dev).ok()??;
     let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
     // Blocks: s_blocks_count_lo at 0x04, s_blocks_count_hi at 0x150 with the 64bit feature
     // (0x80 in s_feature_incompat at 0x60); block size 1024 << s_log_block_size (0x18).
@@ -160,4 +219,103 @@ pub fn unmount() -> std::io::Result<()> {
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
     CString::new(bytes).map_err(|_| std::io::Error::other("path contains a NUL byte"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::{Error, ErrorKind};
+
+    fn disk(name: &str, seq: u64) -> Disk {
+        (name.to_string(), Some(seq))
+    }
+
+    fn io_label(_: &Path) -> std::io::Result<Option<String>> {
+        Ok(Some(IO_DISK_LABEL.to_string()))
+    }
+
+    #[test]
+    fn a_disk_that_fails_its_first_reads_is_taken_once_readable() {
+        let mut watcher = IoDiskWatcher::default();
+        let mut lines = Vec::new();
+        let eio = |_: &Path| Err(Error::other("Input/output error"));
+        for _ in 0..3 {
+            let found = watcher.poll(vec![disk("sda", 7)], &eio, &mut |l| {
+                lines.push(l.to_string())
+            });
+            assert_eq!(found, None);
+        }
+        assert_eq!(lines.len(), 1, "one line per unreadable disk: {lines:?}");
+        let found = watcher.poll(vec![disk("sda", 7)], &io_label, &mut |_| {});
+        assert_eq!(found, Some(PathBuf::from("/dev/sda")));
+    }
+
+    #[test]
+    fn a_disk_that_stays_unreadable_is_given_up_on_and_logged() {
+        let mut watcher = IoDiskWatcher::default();
+        let mut lines = Vec::new();
+        let eio = |_: &Path| Err(Error::other("Input/output error"));
+        for _ in 0..MAX_UNREADABLE_POLLS {
+            watcher.poll(vec![disk("sdb", 1)], &eio, &mut |l| {
+                lines.push(l.to_string())
+            });
+        }
+        assert!(lines.last().unwrap().contains("unreadable"), "{lines:?}");
+        let reads = Cell::new(0);
+        let counting = |_: &Path| {
+            reads.set(reads.get() + 1);
+            Ok(Some(IO_DISK_LABEL.to_string()))
+        };
+        assert_eq!(
+            watcher.poll(vec![disk("sdb", 1)], &counting, &mut |_| {}),
+            None
+        );
+        assert_eq!(reads.get(), 0, "a disk given up on is not read again");
+    }
+
+    #[test]
+    fn a_missing_node_is_looked_at_again_without_a_log_line() {
+        let mut watcher = IoDiskWatcher::default();
+        let mut lines = Vec::new();
+        let missing = |_: &Path| Err(Error::from(ErrorKind::NotFound));
+        for _ in 0..(MAX_UNREADABLE_POLLS + 5) {
+            watcher.poll(vec![disk("sda", 3)], &missing, &mut |l| {
+                lines.push(l.to_string())
+            });
+        }
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(watcher
+            .poll(vec![disk("sda", 3)], &io_label, &mut |_| {})
+            .is_some());
+    }
+
+    #[test]
+    fn a_disk_plugged_in_again_under_the_same_name_is_new() {
+        let mut watcher = IoDiskWatcher::default();
+        let other = |_: &Path| Ok(Some("NOT-PYTI".to_string()));
+        let mut lines = Vec::new();
+        assert_eq!(
+            watcher.poll(vec![disk("sda", 4)], &other, &mut |l| lines
+                .push(l.to_string())),
+            None
+        );
+        assert_eq!(
+            watcher.poll(vec![disk("sda", 4)], &io_label, &mut |_| {}),
+            None,
+            "sda 4 was passed over"
+        );
+        assert_eq!(
+            lines,
+            ["ignoring /dev/sda: not an I/O disk (label \"NOT-PYTI\")"]
+        );
+        // Unplugged and plugged in again between two polls: same name, a new diskseq.
+        let found = watcher.poll(vec![disk("sda", 5)], &io_label, &mut |_| {});
+        assert_eq!(found, Some(PathBuf::from("/dev/sda")));
+        // Handled, and left attached (cold mode): not run twice.
+        assert_eq!(
+            watcher.poll(vec![disk("sda", 5)], &io_label, &mut |_| {}),
+            None
+        );
+    }
 }

@@ -58,7 +58,7 @@ fn main() {
 
     let mut watcher = io_disk::IoDiskWatcher::default();
     loop {
-        let dev = watcher.wait();
+        let dev = watcher.wait(&mut |line| reporter.log(line));
         reporter.log(&format!("I/O disk found at {}", dev.display()));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             task::handle_disk(&dev, &mut reporter, &info, drop_privileges);
