@@ -378,6 +378,15 @@ impl SlotRunner {
                     reason: format!("the guest stopped before finishing: {detail}"),
                 }
             }
+            TaskOutcome::DiskUnnoticed { plugs, waited } => {
+                bound.needs_prepare = true;
+                CycleOutcome::Infrastructure {
+                    reason: format!(
+                        "the guest never noticed its I/O disk (plugged in {plugs} times, {} s each); the slot is prepared again",
+                        waited.as_secs()
+                    ),
+                }
+            }
             TaskOutcome::Cancelled => CycleOutcome::Cancelled,
         }
     }

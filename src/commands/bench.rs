@@ -113,6 +113,11 @@ fn start_of(sample: &bench::BenchSample) -> Duration {
         .unwrap_or_default()
 }
 
+/// Times the task's I/O disk was plugged in (warm; more than 1 when the guest missed one).
+fn plugs_of(sample: &bench::BenchSample) -> u32 {
+    sample.cycle.vm_phases.as_ref().map_or(0, |p| p.plugs)
+}
+
 fn detach_and_revert(sample: &bench::BenchSample) -> Duration {
     sample.cycle.vm_phases.as_ref().map_or(Duration::ZERO, |p| {
         p.detach.unwrap_or_default() + p.revert.unwrap_or_default()
@@ -188,6 +193,13 @@ fn table(reports: &[ModeReport]) -> String {
             report.mode.name(),
             report.appliance_launches
         ));
+        if report.mode == BenchMode::Warm {
+            let replugged = report.samples.iter().filter(|s| plugs_of(s) > 1).count();
+            out.push_str(&format!(
+                "warm: {replugged} of {} task(s) had their I/O disk plugged in again (the guest missed the hot-plug)\n",
+                report.samples.len()
+            ));
+        }
     }
     out
 }
@@ -210,6 +222,7 @@ fn json_report(reports: &[ModeReport]) -> serde_json::Value {
                         "vm_ms": ms(s.cycle.vm),
                         "guest_run_ms": ms(s.cycle.guest_run),
                         "steps_ms": ms(s.cycle.steps),
+                        "io_disk_plugs": plugs_of(s),
                         "detach_and_revert_ms": ms(detach_and_revert(s)),
                         "extract_ms": ms(s.cycle.extract),
                         "overhead_ms": ms(s.overhead()),

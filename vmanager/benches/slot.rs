@@ -109,8 +109,10 @@ async fn main() {
     slot.prepare().await.unwrap();
     let (mut revert, mut attach, mut done_to_reverted, mut revert_attach) =
         (vec![], vec![], vec![], vec![]);
+    let mut replugged = 0;
     for n in 0..runs {
         let t = trivial_task(&mut slot, dir.path(), n).await.timings;
+        replugged += usize::from(t.plugs > 1);
         let (Some(a), Some(d), Some(r)) = (t.attach, t.detach, t.revert) else {
             panic!("warm task without attach/detach/revert timings: {t:?}");
         };
@@ -166,6 +168,7 @@ async fn main() {
         &restart_revert,
         None,
     );
+    println!("\nwarm tasks whose I/O disk went unnoticed and was plugged in again: {replugged} of {runs}");
     println!(
         "\nratios: restart revert / in-place revert = {:.1}x; cold boot / (warm revert + attach) = {:.1}x",
         median(&restart_revert) / median(&revert),

@@ -38,6 +38,8 @@ const STATE_POLL: Duration = Duration::from_millis(500);
 const CHANNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Console bytes quoted when a guest dies (the end of the log says why).
 const CONSOLE_TAIL_BYTES: u64 = 1024;
+/// Plugs of one task's I/O disk before a warm slot gives up on the guest noticing it.
+const IO_DISK_PLUGS: u32 = 3;
 /// Invalid channel lines logged per wait; a guest spamming garbage must not flood the log.
 const MAX_LOGGED_INVALID_LINES: usize = 5;
 
@@ -52,6 +54,27 @@ enum SlotState {
     WarmClean,
     /// Warm: the snapshot exists but the guest is not at it (used, destroyed or crashed).
     WarmNeedsRevert,
+}
+
+/// Whether the guest noticed a task's hot-plugged I/O disk.
+enum Noticed {
+    /// The agent started the task.
+    Started,
+    /// The wait ended before `Started`: the agent ended the task at once (`Done` or `Failed`),
+    /// or the deadline passed, the guest died or the task was cancelled.
+    Ended(Waited),
+    /// Every plug went unnoticed; the guest was destroyed.
+    Never(TaskOutcome),
+}
+
+/// Whether `message` ends task `task_id`: its `Done`, or a `Failed` for it (or for no task, when
+/// the agent could not even read which task it was given).
+fn ends_task(message: &AgentMessage, task_id: &str) -> bool {
+    match message {
+        AgentMessage::Done { task_id: id } => id == task_id,
+        AgentMessage::Failed { task_id: id, .. } => id.as_deref().is_none_or(|id| id == task_id),
+        AgentMessage::Ready { .. } | AgentMessage::Started { .. } => false,
+    }
 }
 
 /// What a wait for an agent message ended with.
@@ -275,9 +298,23 @@ impl VmSlot {
         let t = Instant::now();
         self.attach_io_disk(&io_disk).await?;
         timings.attach = Some(t.elapsed());
+        timings.plugs = 1;
         self.state = SlotState::WarmNeedsRevert;
         let started = Instant::now();
-        let outcome = self.wait_done(task_id, deadline, cancel).await?;
+        let ends_by = started + deadline;
+        let noticed = self
+            .wait_noticed(task_id, &io_disk, ends_by, cancel, &mut timings.plugs)
+            .await?;
+        let outcome = match noticed {
+            Noticed::Started => {
+                let waited = self
+                    .wait_for(ends_by, |m| ends_task(m, task_id), cancel)
+                    .await?;
+                self.task_outcome(waited, deadline).await?
+            }
+            Noticed::Ended(waited) => self.task_outcome(waited, deadline).await?,
+            Noticed::Never(outcome) => outcome,
+        };
         timings.run = started.elapsed();
         if matches!(outcome, TaskOutcome::Done(_) | TaskOutcome::AgentFailed(_)) {
             let t = Instant::now();
@@ -405,14 +442,70 @@ impl VmSlot {
         cancel: &CancellationToken,
     ) -> Result<TaskOutcome, VmError> {
         let deadline = Instant::now() + timeout;
-        let ours = |m: &AgentMessage| match m {
-            AgentMessage::Done { task_id: id } => id == task_id,
-            AgentMessage::Failed { task_id: id, .. } => {
-                id.as_deref().is_none_or(|id| id == task_id)
+        let waited = self
+            .wait_for(deadline, |m| ends_task(m, task_id), cancel)
+            .await?;
+        self.task_outcome(waited, timeout).await
+    }
+
+    /// Waits until the agent starts (or ends) `task_id` after its I/O disk was plugged in. A
+    /// guest silent for the notice timeout gets the disk unplugged and plugged in again, up to
+    /// [`IO_DISK_PLUGS`] plugs in all (`plugs` counts them); a guest that misses every one is
+    /// destroyed. A hot-plug notification can be lost by the guest, and would otherwise hold
+    /// the task until its deadline.
+    async fn wait_noticed(
+        &mut self,
+        task_id: &str,
+        io_disk: &IoDiskSource,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        plugs: &mut u32,
+    ) -> Result<Noticed, VmError> {
+        let notice = self.config.io_disk_notice_timeout;
+        loop {
+            let noticed_by = deadline.min(Instant::now() + notice);
+            let accept = |m: &AgentMessage| {
+                ends_task(m, task_id)
+                    || matches!(m, AgentMessage::Started { task_id: id } if id == task_id)
+            };
+            let waited = self.wait_for(noticed_by, accept, cancel).await?;
+            match waited {
+                Waited::Message(AgentMessage::Started { .. }) => return Ok(Noticed::Started),
+                Waited::TimedOut if Instant::now() < deadline && *plugs < IO_DISK_PLUGS => {
+                    let console = self.death_detail("no word from the agent").await;
+                    tracing::warn!(
+                        domain = %self.name,
+                        plug = *plugs,
+                        "the guest has not noticed the I/O disk within {notice:?}; plugging it in again ({console})"
+                    );
+                    // A LUN is unplugged at once whatever the guest does; if it is not, the
+                    // slot cannot trust this guest.
+                    if !self.detach_io_disk(io_disk).await? {
+                        break;
+                    }
+                    self.attach_io_disk(io_disk).await?;
+                    *plugs += 1;
+                }
+                Waited::TimedOut if Instant::now() < deadline => break,
+                other => return Ok(Noticed::Ended(other)),
             }
-            AgentMessage::Ready { .. } | AgentMessage::Started { .. } => false,
-        };
-        Ok(match self.wait_for(deadline, ours, cancel).await? {
+        }
+        tracing::warn!(domain = %self.name, plugs = *plugs, "the guest never noticed its I/O disk; destroying it");
+        self.destroy().await?;
+        Ok(Noticed::Never(TaskOutcome::DiskUnnoticed {
+            plugs: *plugs,
+            waited: notice,
+        }))
+    }
+
+    /// What a wait for the end of a task came to; a guest that overran, died or was cancelled
+    /// is destroyed first.
+    async fn task_outcome(
+        &mut self,
+        waited: Waited,
+        timeout: Duration,
+    ) -> Result<TaskOutcome, VmError> {
+        Ok(match waited {
             Waited::Message(done @ AgentMessage::Done { .. }) => TaskOutcome::Done(done),
             Waited::Message(failed) => TaskOutcome::AgentFailed(failed),
             Waited::TimedOut => {
@@ -628,6 +721,7 @@ mod tests {
             accel: Accel::Auto,
             ready_timeout: Duration::from_secs(1),
             revert_after_task: true,
+            io_disk_notice_timeout: Duration::from_secs(1),
         }
     }
 

@@ -7,6 +7,11 @@ use std::time::Duration;
 /// Time a guest gets to boot on top of its recipe's prepare-step timeouts before it must report
 /// ready (a cold boot to ready takes ~4 s under TCG here; this leaves room for a loaded host).
 pub const BOOT_ALLOWANCE: Duration = Duration::from_secs(60);
+/// How long a hot-plugged I/O disk may go unnoticed (no `Started` from the agent) before a warm
+/// slot plugs it in again. The agent notices within ~0.2 s under TCG; this leaves room for a
+/// loaded host while keeping a lost hot-plug notification (seen in CI with the virtio-scsi LUN:
+/// attached in QEMU, never seen by the guest) from holding the task until its deadline.
+pub const IO_DISK_NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest slave name: domain names and paths stay readable.
 pub const MAX_SLAVE_NAME_CHARS: usize = 40;
 
@@ -50,6 +55,9 @@ pub struct SlotConfig {
     /// that to the caller's [`crate::VmSlot::restore`], e.g. while it reads the task's results;
     /// a task that finds the slot unreverted reverts first either way.
     pub revert_after_task: bool,
+    /// Warm mode: how long the guest gets to notice each plug of the I/O disk
+    /// ([`IO_DISK_NOTICE_TIMEOUT`] by default).
+    pub io_disk_notice_timeout: Duration,
 }
 
 impl SlotConfig {
@@ -73,6 +81,7 @@ impl SlotConfig {
             accel: recipe.vm.accel,
             ready_timeout: Duration::from_secs(prepare) + BOOT_ALLOWANCE,
             revert_after_task: true,
+            io_disk_notice_timeout: IO_DISK_NOTICE_TIMEOUT,
         }
     }
 

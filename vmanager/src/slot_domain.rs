@@ -130,8 +130,8 @@ impl SlotDomain {
             .map_err(|e| VmError::libvirt("attach the I/O disk to", &self.name, e))
     }
 
-    /// Asks the guest to release the I/O disk and waits (libvirt waits up to 5 s for the
-    /// guest's ACPI eject); returns whether it is really gone.
+    /// Unplugs the I/O disk (a SCSI LUN goes at once, without the guest's consent); returns
+    /// whether it is really gone.
     pub fn detach_io_disk(&self, io: &IoDiskSource) -> Result<bool, VmError> {
         self.domain
             .detach_device_flags(&io.disk_xml()?, AFFECT_LIVE)

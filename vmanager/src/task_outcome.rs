@@ -16,6 +16,10 @@ pub enum TaskOutcome {
     Overrun { deadline: Duration },
     /// The guest stopped (crash, panic, power-off) before reporting; `detail` has the evidence.
     GuestDied { detail: String },
+    /// Warm: the guest never noticed its I/O disk, though it was plugged in `plugs` times and
+    /// given `waited` each time; the guest was destroyed (its hot-plug handling is suspect, so
+    /// the slot should be prepared again).
+    DiskUnnoticed { plugs: u32, waited: Duration },
     /// The caller cancelled the task (its job was cancelled); the guest was destroyed.
     Cancelled,
 }
@@ -36,6 +40,8 @@ pub struct PhaseTimings {
     pub attach: Option<Duration>,
     /// I/O disk given to the guest until `Done` (or the deadline).
     pub run: Duration,
+    /// Warm: times the I/O disk was plugged in (more than 1 when the guest missed a hot-plug).
+    pub plugs: u32,
     /// Warm: the guest releasing the I/O disk after `Done`.
     pub detach: Option<Duration>,
     /// Warm: returning to the warm snapshot after the task (or before it, after a failure).

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const TASK_DEADLINE: Duration = Duration::from_secs(90);
 /// The overrunning task's deadline: short, the point is that it is enforced.
 const OVERRUN_DEADLINE: Duration = Duration::from_secs(6);
+/// How long the warm test's guest gets to notice each plug of an I/O disk (~0.2 s needed).
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Checks that no earlier task's marker survived, then leaves one (and syncs it to the disk).
 /// Also checks that the task starts after the recipe's prepare step.
@@ -125,7 +127,8 @@ async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_overrun_cancel_a
     .await
     .unwrap();
     let dir = tempfile::tempdir_in(target_tmp()).unwrap();
-    let config = slot_config("warm", SlotMode::Warm, &recipe, &image, dir.path());
+    let mut config = slot_config("warm", SlotMode::Warm, &recipe, &image, dir.path());
+    config.io_disk_notice_timeout = NOTICE_TIMEOUT;
     let mut slot = VmSlot::open(hypervisor(), config.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -239,6 +242,56 @@ async fn real_qemu_warm_slot_reverts_between_tasks_and_survives_overrun_cancel_a
     assert!(
         started.elapsed() < TASK_DEADLINE / 2,
         "death seen in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.timings.revert_path, Some(RevertPath::Restarted));
+
+    // The guest misses the disk's hot-plug. Here the disk first carries another label, so the
+    // agent ignores it, as a guest that lost the notification would; the label is fixed once the
+    // agent has passed the disk over. The slot plugs the disk in again, and the task runs.
+    let task_id = format!("{}-unnoticed-once", slot.name());
+    let disk = io_disk(dir.path(), &shell_task(&task_id, "true", 60));
+    relabel(&disk, "NOT-PYTI");
+    let fixer = {
+        let (disk, console) = (disk.clone(), slot.paths().console_log.clone());
+        std::thread::spawn(move || {
+            wait_for_console(&console, "not an I/O disk (label \"NOT-PYTI\")");
+            relabel(&disk, "PYTI-IO");
+        })
+    };
+    let report = slot
+        .run_task(&task_id, IoDiskSource::File(disk), TASK_DEADLINE)
+        .await
+        .unwrap();
+    fixer.join().unwrap();
+    assert!(
+        matches!(report.outcome, TaskOutcome::Done(_)),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(report.timings.plugs, 2, "plugged in again once");
+    assert_eq!(report.timings.revert_path, Some(RevertPath::InPlace));
+
+    // A guest that never notices the disk is given up on after three plugs, long before the
+    // task's deadline, and destroyed; the slot comes back from the snapshot.
+    let task_id = format!("{}-unnoticed", slot.name());
+    let disk = io_disk(dir.path(), &shell_task(&task_id, "true", 60));
+    relabel(&disk, "NOT-PYTI");
+    let started = Instant::now();
+    let report = slot
+        .run_task(&task_id, IoDiskSource::File(disk), TASK_DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        TaskOutcome::DiskUnnoticed {
+            plugs: 3,
+            waited: NOTICE_TIMEOUT
+        }
+    );
+    assert!(
+        started.elapsed() < TASK_DEADLINE / 2,
+        "given up after {:?}",
         started.elapsed()
     );
     assert_eq!(report.timings.revert_path, Some(RevertPath::Restarted));

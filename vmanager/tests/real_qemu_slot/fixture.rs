@@ -162,6 +162,20 @@ pub fn io_disk(dir: &Path, task: &GuestTask) -> PathBuf {
     image
 }
 
+/// Gives the I/O disk image's filesystem another label (the agent only takes `PYTI-IO` disks).
+pub fn relabel(image: &Path, label: &str) {
+    let out = Command::new("e2label")
+        .arg(image)
+        .arg(label)
+        .output()
+        .expect("e2label runs (install e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "e2label: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `result.json` from an I/O disk, read with debugfs (tests only: production reads through
 /// libguestfs, never the host kernel).
 pub fn read_result(image: &Path) -> RawResult {
