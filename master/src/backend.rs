@@ -1,8 +1,10 @@
 //! The SQL, written once and compiled twice: [`sqlite`] and [`postgres`] each include the same
 //! files (`jobs.rs`, `dispatch.rs`, `results.rs`, `reads.rs`, `tokens.rs`, `transition.rs`) with
 //! their own `Db` type, `POSTGRES` flag and `begin_write`. The SQL sticks to what
-//! both dialects accept (`$N` parameters, `RETURNING`, `ON CONFLICT`, partial indexes); the one
-//! difference, `FOR UPDATE SKIP LOCKED`, is chosen with the `POSTGRES` constant.
+//! both dialects accept (`$N` parameters, `RETURNING`, `ON CONFLICT`, partial indexes); the
+//! differences are chosen with the `POSTGRES` constant: `FOR UPDATE SKIP LOCKED`, and on the
+//! claim path statements only PostgreSQL has (rows passed as one JSON parameter, the lease writes
+//! as one data-modifying `WITH`), since there every statement is a round trip to the server.
 
 /// Columns of a [`rows::TaskRow`], for `concat!`.
 macro_rules! task_columns {

@@ -30,6 +30,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 /// How often a waiting claim re-checks the database even without a local wake-up (another
 /// master on the same PostgreSQL may have queued work).
 const CLAIM_POLL: Duration = Duration::from_millis(500);
+/// A PostgreSQL connection idle longer than this is pinged before use. sqlx pings every
+/// connection as it is returned to the pool, so one taken out again soon after is known to be
+/// alive; pinging it again when taken out (sqlx's default) adds a round trip to every claim batch.
+const POSTGRES_PING_IDLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a write waits for SQLite's lock held by another process.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SQLite page cache of the writer connection, in KiB as `PRAGMA cache_size` wants it
@@ -144,6 +148,15 @@ impl Store {
             let connect = PgConnectOptions::from_str(url).map_err(|e| bad_url(e.to_string()))?;
             let pool = PgPoolOptions::new()
                 .max_connections(connections)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > POSTGRES_PING_IDLE_AFTER {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
@@ -480,15 +493,15 @@ impl Store {
         self.counters.claims.fetch_add(1, Ordering::Relaxed);
         self.publish(&[claimed.change]);
         let mut package: PackageSpec = serde_json::from_str(&spec_json).map_err(|e| {
-            MasterError::Corrupt(format!("job {} package: {e}", claimed.task.job_id))
+            MasterError::Corrupt(format!("job {} package: {e}", claimed.picked.task.job_id))
         })?;
         if let (PackageSpec::Upload { content_hex, .. }, Some(bytes)) = (&mut package, upload) {
             *content_hex = encode_hex(&bytes);
         }
-        let recipe = self.snapshot(claimed.task.snapshot_id).await?;
+        let recipe = self.snapshot(claimed.picked.task.snapshot_id).await?;
         Ok(Some(ClaimedTask {
-            task_id: claimed.task.id,
-            job_id: claimed.task.job_id,
+            task_id: claimed.picked.task.id,
+            job_id: claimed.picked.task.job_id,
             attempt: claimed.change.attempt,
             lease_id,
             lease_secs: self.options.lease_secs,
@@ -968,49 +981,70 @@ async fn batch_claims(
             }
         };
         tracing::debug!(claims = batch.len(), elapsed = ?batch_started.elapsed(), "claim batch");
-        // The claimed tasks' packages, in one read for the whole batch.
-        let result = match result {
-            Ok(claimed) => {
-                let job_ids: Vec<i64> = claimed.iter().flatten().map(|c| c.task.job_id).collect();
-                let packages = match &backend {
-                    Backend::Sqlite { read, write } => {
-                        sqlite::reads::packages(sqlite::Pools { read, write }, &job_ids).await
-                    }
-                    Backend::Postgres(pool) => {
-                        postgres::reads::packages(
-                            postgres::Pools {
-                                read: pool,
-                                write: pool,
-                            },
-                            &job_ids,
-                        )
-                        .await
-                    }
-                };
-                packages.map(|packages| {
-                    claimed
-                        .into_iter()
-                        .map(|c| {
-                            let c = c?;
-                            let package = packages.get(&c.task.job_id).cloned()?;
-                            Some((c, package))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(claimed) => {
-                for (job, claim) in batch.into_iter().zip(claimed) {
-                    let _ = job.reply.send(Ok(claim));
+        // The batch is committed: its claimers are answered (after reading any uploads, which may
+        // be megabytes) beside the next batch, which need not wait for that.
+        tokio::spawn(answer_batch(backend.clone(), batch, result));
+    }
+}
+
+/// Answers a committed claim batch: reads the uploads of the claimed tasks that have one (one
+/// read for the whole batch) and hands each claimer its task, or the batch's error.
+async fn answer_batch(
+    backend: Backend,
+    batch: Vec<ClaimJob>,
+    result: Result<Vec<Option<Claimed>>, MasterError>,
+) {
+    let result = match result {
+        Ok(claimed) => {
+            let job_ids: Vec<i64> = claimed
+                .iter()
+                .flatten()
+                .filter(|c| c.picked.has_upload)
+                .map(|c| c.picked.task.job_id)
+                .collect();
+            let uploads = match &backend {
+                Backend::Sqlite { read, write } => {
+                    sqlite::reads::uploads(sqlite::Pools { read, write }, &job_ids).await
                 }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for job in batch {
-                    let _ = job.reply.send(Err(message.clone()));
+                Backend::Postgres(pool) => {
+                    postgres::reads::uploads(
+                        postgres::Pools {
+                            read: pool,
+                            write: pool,
+                        },
+                        &job_ids,
+                    )
+                    .await
                 }
+            };
+            uploads.map(|uploads| {
+                claimed
+                    .into_iter()
+                    .map(|c| {
+                        let c = c?;
+                        let upload = if c.picked.has_upload {
+                            Some(uploads.get(&c.picked.task.job_id).cloned()?)
+                        } else {
+                            None
+                        };
+                        let package = (c.picked.package_spec.clone(), upload);
+                        Some((c, package))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(claimed) => {
+            for (job, claim) in batch.into_iter().zip(claimed) {
+                let _ = job.reply.send(Ok(claim));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for job in batch {
+                let _ = job.reply.send(Err(message.clone()));
             }
         }
     }

@@ -6,9 +6,10 @@ mod common;
 use common::{failing, job, passing, TestDb};
 use pyti_master::{Clock, MasterError, Store};
 use pyti_wire::job::{
-    AttemptOutcome, CompareRequest, JobFilter, ProgressReport, ReportOutcome, ResultReport,
-    SlaveRegistration, TaskState, Verdict,
+    AttemptOutcome, CompareRequest, JobFilter, PackageSpec, ProgressReport, ReportOutcome,
+    ResultReport, SlaveRegistration, TaskState, Verdict,
 };
+use sha2::Digest;
 use std::collections::HashSet;
 
 const START: i64 = 1_700_000_000_000;
@@ -879,6 +880,112 @@ async fn many_concurrent_claimers_take_every_task_exactly_once(db: &TestDb) {
     }
 }
 
+async fn an_uploaded_package_reaches_every_slave_that_claims_its_tasks(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = std::sync::Arc::new(db.store(&clock, 3).await);
+    let content = b"an sdist's bytes".repeat(1000);
+    let sha256 = hex::encode(sha2::Sha256::digest(&content));
+    let mut upload = job("ignored==1", &["debian-12", "other-distro"], 5);
+    upload.package = PackageSpec::upload("demo-1.0.tar.gz", &sha256, &content);
+    store.submit(&upload, "alice", false).await.unwrap();
+    store
+        .submit(&job("six==1.16.0", &["debian-12"], 5), "bob", false)
+        .await
+        .unwrap();
+    for slave in ["s1", "s2", "s3"] {
+        register(&store, slave, &["debian-12", "other-distro"], 1).await;
+    }
+    // Claimed together, so the two tasks of the upload can share one claim batch.
+    let claims = ["s1", "s2", "s3"].map(|slave| {
+        let store = store.clone();
+        tokio::spawn(async move { store.try_claim(slave).await.unwrap().expect("a task") })
+    });
+    let mut uploads = 0;
+    for claim in claims {
+        match claim.await.unwrap().package {
+            PackageSpec::Upload {
+                filename,
+                sha256: claimed_sha256,
+                content_hex,
+            } => {
+                assert_eq!(filename, "demo-1.0.tar.gz");
+                assert_eq!(claimed_sha256, sha256);
+                assert_eq!(content_hex, hex::encode(&content), "the upload's bytes");
+                uploads += 1;
+            }
+            PackageSpec::Pypi { name, version } => {
+                assert_eq!((name, version), ("six".into(), "1.16.0".into()))
+            }
+            other => panic!("unexpected package {other:?}"),
+        }
+    }
+    assert_eq!(uploads, 2, "both recipes' tasks carry the upload");
+    store.close().await;
+}
+
+async fn concurrent_claims_fill_each_slave_to_its_slots_and_no_further(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = std::sync::Arc::new(db.store(&clock, 3).await);
+    for i in 0..20 {
+        store
+            .submit(
+                &job(&format!("pkg{i}==1.0"), &["debian-12"], (i % 3 + 4) as u8),
+                &format!("user{}", i % 4),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    const SLAVES: [&str; 3] = ["a", "b", "c"];
+    const SLOTS: usize = 2;
+    for slave in SLAVES {
+        register(&store, slave, &["debian-12"], SLOTS as u32).await;
+    }
+    // Twice as many claims as slots, all at once: batches hold several claims per slave.
+    let claim_all = || {
+        let mut claims = Vec::new();
+        for slave in SLAVES {
+            for _ in 0..2 * SLOTS {
+                let store = store.clone();
+                claims.push(tokio::spawn(async move {
+                    (slave, store.try_claim(slave).await.unwrap())
+                }));
+            }
+        }
+        claims
+    };
+    let mut taken: Vec<(&str, i64)> = Vec::new();
+    for claim in claim_all() {
+        let (slave, task) = claim.await.unwrap();
+        if let Some(task) = task {
+            taken.push((slave, task.task_id));
+        }
+    }
+    for slave in SLAVES {
+        let n = taken.iter().filter(|(s, _)| *s == slave).count();
+        assert_eq!(n, SLOTS, "slave {slave} got {n} tasks: {taken:?}");
+    }
+    // The held counts the batches wrote keep every slave full.
+    for claim in claim_all() {
+        let (slave, task) = claim.await.unwrap();
+        assert!(task.is_none(), "slave {slave} got a task beyond its slots");
+    }
+    for (slave, task_id) in &taken {
+        let task = store.get_task(*task_id).await.unwrap();
+        assert_eq!(task.state, TaskState::Leased);
+        assert_eq!(task.attempts.len(), 1);
+        assert_eq!(task.attempts[0].slave, *slave);
+        let log = store.task_log(*task_id).await.unwrap();
+        let messages: Vec<&str> = log.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [format!("queued -> leased by {slave}")],
+            "task {task_id}"
+        );
+    }
+    store.close().await;
+}
+
 on_both_databases!(
     a_task_goes_from_queued_to_finished_with_its_raw_data,
     a_failing_step_fails_the_task_and_is_not_retried,
@@ -895,4 +1002,6 @@ on_both_databases!(
     reopening_the_database_loses_nothing,
     list_jobs_filters_and_compare_finds_regressions,
     many_concurrent_claimers_take_every_task_exactly_once,
+    an_uploaded_package_reaches_every_slave_that_claims_its_tasks,
+    concurrent_claims_fill_each_slave_to_its_slots_and_no_further,
 );

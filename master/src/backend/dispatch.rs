@@ -3,12 +3,22 @@
 use super::jobs;
 use super::transition::{self, AttemptEnd, BatchLease, LaneServed};
 use super::{Db, Pools, POSTGRES};
-use crate::backend::rows::{Claimed, TaskRow};
+use crate::backend::rows::{Claimed, PickedRow, TaskRow};
 use crate::error::MasterError;
 use crate::state;
 use crate::store::Change;
 use pyti_wire::job::AttemptOutcome;
 use std::collections::HashMap;
+
+/// A picked task's job: its package spec and whether it has an upload ([`PickedRow`]'s
+/// columns). Subqueries rather than a join, so `FOR UPDATE` locks only the task.
+macro_rules! package_columns {
+    () => {
+        "(SELECT package_spec FROM jobs WHERE jobs.id = tasks.job_id) AS package_spec, \
+         EXISTS (SELECT 1 FROM jobs WHERE jobs.id = tasks.job_id AND jobs.upload IS NOT NULL) \
+         AS has_upload"
+    };
+}
 
 /// Leases examined per sweep (the rest wait for the next sweep; bounds one transaction).
 const EXPIRY_BATCH: i64 = 500;
@@ -135,7 +145,18 @@ pub(crate) async fn claim_batch(
         // locked (in name order) until commit, so two masters cannot both fill a slave's last
         // slot.
         let mut held: HashMap<String, i64> = HashMap::new();
-        {
+        let rows: Vec<(String, i64)> = if POSTGRES {
+            // The names as one JSON parameter: one statement text, planned once per connection.
+            let names: Vec<&str> = wants.iter().map(|w| w.slave).collect();
+            sqlx::query_as(
+                "SELECT name, held FROM slaves \
+                 WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb)) \
+                 ORDER BY name FOR UPDATE",
+            )
+            .bind(serde_json::json!(names).to_string())
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
             let mut q =
                 sqlx::QueryBuilder::<Db>::new("SELECT name, held FROM slaves WHERE name IN (");
             let mut names = q.separated(", ");
@@ -143,32 +164,34 @@ pub(crate) async fn claim_batch(
                 names.push_bind(w.slave.to_string());
             }
             q.push(") ORDER BY name");
-            if POSTGRES {
-                q.push(" FOR UPDATE");
-            }
-            let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            held.extend(rows);
-        }
-        let mut lanes: Vec<Lane> = sqlx::query_as::<_, (String, i64, String, i64, i64)>(
-            "SELECT recipe, priority, submitter, queued, last_served FROM lanes WHERE queued > 0 \
-         ORDER BY priority DESC, last_served ASC",
+            q.build_query_as().fetch_all(&mut *tx).await?
+        };
+        held.extend(rows);
+        // The lanes with work, and the newest `last_served` mark of all lanes (the next marks
+        // count on from it), in one round trip.
+        let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT recipe, priority, submitter, queued, last_served, \
+             (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes WHERE queued > 0 \
+             ORDER BY priority DESC, last_served ASC",
         )
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(recipe, priority, submitter, queued, last_served)| Lane {
-            recipe,
-            priority,
-            submitter,
-            remaining: queued,
-            last_served,
-            taken: 0,
-            after_id: 0,
-        })
-        .collect();
-        let mut serial: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(last_served), 0) FROM lanes")
-            .fetch_one(&mut *tx)
-            .await?;
+        .await?;
+        // No lane with work: nothing is picked, and the mark is not needed.
+        let mut serial = rows.first().map_or(0, |row| row.5);
+        let mut lanes: Vec<Lane> = rows
+            .into_iter()
+            .map(
+                |(recipe, priority, submitter, queued, last_served, _)| Lane {
+                    recipe,
+                    priority,
+                    submitter,
+                    remaining: queued,
+                    last_served,
+                    taken: 0,
+                    after_id: 0,
+                },
+            )
+            .collect();
 
         let mut pending: Vec<usize> = Vec::new();
         for (i, w) in wants.iter().enumerate() {
@@ -178,7 +201,7 @@ pub(crate) async fn claim_batch(
                 pending.push(i);
             }
         }
-        let mut picked: Vec<Option<TaskRow>> = vec![None; wants.len()];
+        let mut picked: Vec<Option<PickedRow>> = vec![None; wants.len()];
         for _ in 0..PICK_ROUNDS {
             if pending.is_empty() {
                 break;
@@ -207,43 +230,17 @@ pub(crate) async fn claim_batch(
             let mut retry = Vec::new();
             let mut lane_ids: Vec<usize> = by_lane.keys().copied().collect();
             lane_ids.sort_unstable();
-            let mut rows_by_lane: HashMap<(String, i64, String), Vec<TaskRow>> = HashMap::new();
+            let mut rows_by_lane: HashMap<(String, i64, String), Vec<PickedRow>> = HashMap::new();
             if !lane_ids.is_empty() {
-                // One query for every lane: the oldest `k` queued tasks of each.
-                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
-                    "SELECT ",
-                    task_columns!(),
-                    " FROM tasks WHERE id IN ("
-                ));
-                for (n, &l) in lane_ids.iter().enumerate() {
-                    if n > 0 {
-                        q.push(" UNION ALL ");
-                    }
-                    q.push(
-                        "SELECT id FROM (SELECT id FROM tasks WHERE state = 'queued' AND recipe = ",
-                    )
-                    .push_bind(lanes[l].recipe.clone())
-                    .push(" AND priority = ")
-                    .push_bind(lanes[l].priority)
-                    .push(" AND submitter = ")
-                    .push_bind(lanes[l].submitter.clone())
-                    .push(" AND id > ")
-                    .push_bind(lanes[l].after_id)
-                    .push(" ORDER BY id LIMIT ")
-                    .push_bind(by_lane[&l].len() as i64)
-                    .push(format!(") AS lane{n}"));
-                }
-                q.push(")");
-                if POSTGRES {
-                    // Re-checked on the locked row; rows another master holds are skipped.
-                    q.push(" AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED");
-                } else {
-                    q.push(" ORDER BY id");
-                }
-                let rows: Vec<TaskRow> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let wanted: Vec<(&Lane, i64)> = lane_ids
+                    .iter()
+                    .map(|&l| (&lanes[l], by_lane[&l].len() as i64))
+                    .collect();
+                let rows = pick_oldest(&mut tx, &wanted).await?;
                 for row in rows {
+                    let task = &row.task;
                     rows_by_lane
-                        .entry((row.recipe.clone(), row.priority, row.submitter.clone()))
+                        .entry((task.recipe.clone(), task.priority, task.submitter.clone()))
                         .or_default()
                         .push(row);
                 }
@@ -262,7 +259,7 @@ pub(crate) async fn claim_batch(
                 }
                 lanes[l].taken += rows.len() as i64;
                 if let Some(last) = rows.last() {
-                    lanes[l].after_id = last.id;
+                    lanes[l].after_id = last.task.id;
                 }
                 for (&w, row) in claimers.iter().zip(rows) {
                     picked[w] = Some(row);
@@ -275,8 +272,8 @@ pub(crate) async fn claim_batch(
             .iter()
             .enumerate()
             .filter_map(|(w, row)| {
-                row.as_ref().map(|task| BatchLease {
-                    task,
+                row.as_ref().map(|row| BatchLease {
+                    task: &row.task,
                     slave: wants[w].slave,
                     lease_id: wants[w].lease_id,
                 })
@@ -299,12 +296,80 @@ pub(crate) async fn claim_batch(
         Ok(picked
             .into_iter()
             .map(|row| {
-                let task = row?;
+                let picked = row?;
                 let change = changes.next()?;
-                Some(Claimed { task, change })
+                Some(Claimed { picked, change })
             })
             .collect())
     })
+}
+
+/// The oldest `count` queued tasks of each `(lane, count)` after the lane's `after_id`, in one
+/// query. On PostgreSQL rows another master has locked are skipped (a lane may come back
+/// short), and the lanes travel as one JSON parameter: the statement's text is the same for
+/// every batch, so the server plans it once per connection instead of once per claim batch.
+async fn pick_oldest(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    wanted: &[(&Lane, i64)],
+) -> Result<Vec<PickedRow>, MasterError> {
+    if POSTGRES {
+        let lanes: Vec<serde_json::Value> = wanted
+            .iter()
+            .map(|(lane, count)| {
+                serde_json::json!({
+                    "recipe": lane.recipe,
+                    "priority": lane.priority,
+                    "submitter": lane.submitter,
+                    "after_id": lane.after_id,
+                    "wanted": count,
+                })
+            })
+            .collect();
+        // `= ANY (ARRAY(...))`: the picked ids are looked up by primary key whatever the
+        // planner guesses for the JSON's row count. The state is re-checked on the locked row.
+        return Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            ", ",
+            package_columns!(),
+            " FROM tasks WHERE id = ANY (ARRAY( \
+                 SELECT oldest.id FROM jsonb_to_recordset($1::jsonb) \
+                     AS lane (recipe TEXT, priority BIGINT, submitter TEXT, after_id BIGINT, wanted BIGINT) \
+                 CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'queued' \
+                     AND recipe = lane.recipe AND priority = lane.priority \
+                     AND submitter = lane.submitter AND id > lane.after_id \
+                     ORDER BY id LIMIT lane.wanted) AS oldest)) \
+             AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(serde_json::Value::Array(lanes).to_string())
+        .fetch_all(&mut **tx)
+        .await?);
+    }
+    let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
+        "SELECT ",
+        task_columns!(),
+        ", ",
+        package_columns!(),
+        " FROM tasks WHERE id IN ("
+    ));
+    for (n, (lane, count)) in wanted.iter().enumerate() {
+        if n > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push("SELECT id FROM (SELECT id FROM tasks WHERE state = 'queued' AND recipe = ")
+            .push_bind(lane.recipe.clone())
+            .push(" AND priority = ")
+            .push_bind(lane.priority)
+            .push(" AND submitter = ")
+            .push_bind(lane.submitter.clone())
+            .push(" AND id > ")
+            .push_bind(lane.after_id)
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(*count)
+            .push(format!(") AS lane{n}"));
+    }
+    q.push(") ORDER BY id");
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// Renews `slave`'s leases; returns how many, and the tasks it must stop (cancelled jobs).

@@ -195,25 +195,20 @@ pub(crate) async fn ping(p: Pools<'_>) -> Result<(), MasterError> {
     Ok(())
 }
 
-/// What claimed tasks need from their jobs, for a whole claim batch: `job id → (package spec
-/// JSON, upload)`.
-pub(crate) async fn packages(
+/// The uploaded bytes of those of `job_ids` that have an upload (read after a claim commits).
+pub(crate) async fn uploads(
     p: Pools<'_>,
     job_ids: &[i64],
-) -> Result<std::collections::HashMap<i64, (String, Option<Vec<u8>>)>, MasterError> {
+) -> Result<std::collections::HashMap<i64, Vec<u8>>, MasterError> {
     if job_ids.is_empty() {
         return Ok(Default::default());
     }
-    let mut q =
-        sqlx::QueryBuilder::<Db>::new("SELECT id, package_spec, upload FROM jobs WHERE id IN (");
+    let mut q = sqlx::QueryBuilder::<Db>::new("SELECT id, upload FROM jobs WHERE id IN (");
     let mut ids = q.separated(", ");
     for id in job_ids {
         ids.push_bind(*id);
     }
-    q.push(")");
-    let rows: Vec<(i64, String, Option<Vec<u8>>)> = q.build_query_as().fetch_all(p.read).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, spec, upload)| (id, (spec, upload)))
-        .collect())
+    q.push(") AND upload IS NOT NULL");
+    let rows: Vec<(i64, Vec<u8>)> = q.build_query_as().fetch_all(p.read).await?;
+    Ok(rows.into_iter().collect())
 }

@@ -87,8 +87,19 @@ pub(crate) struct AttemptRow {
     pub raw_result: Option<String>,
 }
 
+/// A task picked for a claim, with its job's package spec. Only whether the job has an upload
+/// is read here: its bytes (up to megabytes) are read after the claim commits, outside the
+/// transaction that holds the lanes and slaves.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PickedRow {
+    #[sqlx(flatten)]
+    pub task: TaskRow,
+    pub package_spec: String,
+    pub has_upload: bool,
+}
+
 /// What a claim took.
 pub(crate) struct Claimed {
-    pub task: TaskRow,
+    pub picked: PickedRow,
     pub change: Change,
 }
