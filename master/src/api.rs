@@ -82,8 +82,15 @@ impl PytiApiServer for Api {
             .map_err(rpc_error)
     }
 
-    async fn heartbeat(&self, ext: &Extensions, slave: String) -> RpcResult<HeartbeatReply> {
-        slaves::heartbeat(self, ext, slave).await.map_err(rpc_error)
+    async fn heartbeat(
+        &self,
+        ext: &Extensions,
+        slave: String,
+        held: Option<Vec<TaskId>>,
+    ) -> RpcResult<HeartbeatReply> {
+        slaves::heartbeat(self, ext, slave, held)
+            .await
+            .map_err(rpc_error)
     }
 
     async fn claim(

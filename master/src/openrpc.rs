@@ -17,7 +17,7 @@ const METHODS: &[MethodDoc] = &[
     ("submit_job", "Queue a job: one task per recipe.", "submitter, admin", &[("spec", "JobSpec")], "SubmitReceipt"),
     ("cancel_job", "Cancel a job: queued tasks at once, running ones via their slaves.", "submitter (own jobs), admin", &[("job_id", "integer")], "CancelReceipt"),
     ("register", "Announce a slave's recipes and slots, once per run: leases an earlier run of the same slave still holds are given up and their tasks requeued.", "slave, admin", &[("registration", "SlaveRegistration")], "RegistrationReply"),
-    ("heartbeat", "Renew the slave's leases; lists tasks to stop.", "slave, admin", &[("slave", "string")], "HeartbeatReply"),
+    ("heartbeat", "Renew the leases of the tasks the slave lists as held (all under its name if it lists none); lists tasks to stop, including listed ones no longer leased to it.", "slave, admin", &[("slave", "string"), ("held", "integer[]?")], "HeartbeatReply"),
     ("claim", "Long-poll for a task of a registered recipe; null when none came in time.", "slave, admin", &[("request", "ClaimRequest")], "ClaimedTask | null"),
     ("report_progress", "A phase event; the first marks the task running.", "slave, admin", &[("report", "ProgressReport")], "null"),
     ("report_result", "The raw-data API: how an attempt ended. Idempotent per attempt.", "slave, admin", &[("report", "ResultReport")], "ReportReceipt"),
@@ -40,10 +40,11 @@ pub fn document() -> Value {
                 "summary": summary,
                 "description": format!("Roles: {roles}. Authorization: Bearer token."),
                 "paramStructure": "either",
+                // A type ending in `?` marks an optional parameter.
                 "params": params.iter().map(|(p, ty)| json!({
                     "name": p,
-                    "required": true,
-                    "schema": { "title": ty },
+                    "required": !ty.ends_with('?'),
+                    "schema": { "title": ty.trim_end_matches('?') },
                 })).collect::<Vec<_>>(),
                 "result": { "name": "result", "schema": { "title": result } },
             })

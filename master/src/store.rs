@@ -457,12 +457,25 @@ impl Store {
         Ok(info)
     }
 
-    /// Renews a slave's leases and tells it which tasks to stop.
-    pub async fn heartbeat(&self, slave: &str) -> Result<HeartbeatReply, MasterError> {
+    /// Renews a slave's leases and tells it which tasks to stop. With `held` (the tasks the
+    /// slave knows it holds) only those leases are renewed: one whose claim reply never reached
+    /// the slave then ends with its lease instead of being kept alive by every heartbeat, and a
+    /// listed task that is no longer the slave's is among those to stop.
+    pub async fn heartbeat(
+        &self,
+        slave: &str,
+        held: Option<&[pyti_wire::job::TaskId]>,
+    ) -> Result<HeartbeatReply, MasterError> {
         job_spec::check_name("slave", slave)?;
+        if held.is_some_and(|held| held.len() > MAX_SLOTS as usize) {
+            return Err(MasterError::field(
+                "held",
+                format!("a slave holds at most {MAX_SLOTS} tasks (its slots)"),
+            ));
+        }
         let now = self.now();
         let lease_ms = self.lease_ms();
-        let (renewed, cancel) = on_backend!(self, dispatch::heartbeat(slave, lease_ms, now))?;
+        let (renewed, cancel) = on_backend!(self, dispatch::heartbeat(slave, held, lease_ms, now))?;
         Ok(HeartbeatReply { renewed, cancel })
     }
 

@@ -219,7 +219,7 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     // Heartbeats keep the lease alive past its nominal end.
     for _ in 0..3 {
         clock.advance_ms(40_000);
-        assert_eq!(store.heartbeat("dead").await.unwrap().renewed, 1);
+        assert_eq!(store.heartbeat("dead", None).await.unwrap().renewed, 1);
         assert_eq!(store.expire_leases().await.unwrap(), 0);
     }
     // Then the slave goes quiet.
@@ -278,6 +278,54 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     store.close().await;
 }
 
+async fn heartbeats_renew_only_the_leases_the_slave_lists(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 2).await;
+    for i in 0..2 {
+        store
+            .submit(
+                &job(&format!("pkg{i}==1.0"), &["debian-12"], 5),
+                "alice",
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    register(&store, "s", &["debian-12"], 2).await;
+    let known = store.try_claim("s").await.unwrap().unwrap();
+    // A claim whose reply never reached the slave: it does not list the task.
+    let lost = store.try_claim("s").await.unwrap().unwrap();
+    for _ in 0..3 {
+        clock.advance_ms(40_000);
+        let reply = store.heartbeat("s", Some(&[known.task_id])).await.unwrap();
+        assert_eq!(reply.renewed, 1);
+        assert!(reply.cancel.is_empty(), "{:?}", reply.cancel);
+    }
+    // The unlisted lease ended a minute after its claim; the listed one is alive.
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let t = store.get_task(lost.task_id).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Queued, 2));
+    assert_eq!(
+        store.get_task(known.task_id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // A slave that lists a task the master took back is told to stop it.
+    let reply = store
+        .heartbeat("s", Some(&[known.task_id, lost.task_id]))
+        .await
+        .unwrap();
+    assert_eq!(reply.renewed, 1);
+    assert_eq!(reply.cancel, [lost.task_id]);
+    // Holding nothing renews nothing; without a list (older slaves) everything is renewed.
+    assert_eq!(store.heartbeat("s", Some(&[])).await.unwrap().renewed, 0);
+    assert_eq!(store.heartbeat("s", None).await.unwrap().renewed, 1);
+    // A list longer than any slave's slots is refused, naming the field.
+    let too_many: Vec<i64> = (0..=1024).collect();
+    let err = store.heartbeat("s", Some(&too_many)).await.unwrap_err();
+    assert!(err.to_string().contains("held"), "{err}");
+    store.close().await;
+}
+
 async fn a_restarted_master_gives_open_leases_a_full_period_before_expiring_them(db: &TestDb) {
     // The master was down for longer than a lease while the slave kept working: when it comes
     // back, the slave gets a full lease period to heartbeat before its task is requeued.
@@ -298,7 +346,7 @@ async fn a_restarted_master_gives_open_leases_a_full_period_before_expiring_them
         0,
         "the slave has a period to heartbeat"
     );
-    assert_eq!(store.heartbeat("s").await.unwrap().renewed, 1);
+    assert_eq!(store.heartbeat("s", None).await.unwrap().renewed, 1);
     assert_eq!(
         store.get_task(task_id).await.unwrap().state,
         TaskState::Leased
@@ -348,7 +396,7 @@ async fn a_slave_registering_again_gives_up_the_leases_of_its_earlier_run(db: &T
     );
 
     // The new run's heartbeat renews nothing of the old run, and its slot is free.
-    assert_eq!(store.heartbeat("s").await.unwrap().renewed, 0);
+    assert_eq!(store.heartbeat("s", None).await.unwrap().renewed, 0);
     let second = store.try_claim("s").await.unwrap().unwrap();
     assert_eq!((second.task_id, second.attempt), (task_id, 2));
     // The old run's report is stale.
@@ -622,7 +670,7 @@ async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
     let c = store.cancel(receipt.job_id, Some("alice")).await.unwrap();
     assert_eq!((c.cancelled, c.stopping), (1, 1));
     assert_eq!(
-        store.heartbeat("s").await.unwrap().cancel,
+        store.heartbeat("s", None).await.unwrap().cancel,
         vec![running.task_id]
     );
     let r = store
@@ -1004,4 +1052,5 @@ on_both_databases!(
     many_concurrent_claimers_take_every_task_exactly_once,
     an_uploaded_package_reaches_every_slave_that_claims_its_tasks,
     concurrent_claims_fill_each_slave_to_its_slots_and_no_further,
+    heartbeats_renew_only_the_leases_the_slave_lists,
 );

@@ -318,7 +318,7 @@ async fn a_task_travels_the_wire_and_subscribers_get_a_final_event() {
         })
         .await
         .unwrap();
-    assert_eq!(slave.heartbeat("s1".into()).await.unwrap().renewed, 1);
+    assert_eq!(slave.heartbeat("s1".into(), None).await.unwrap().renewed, 1);
     let report = ResultReport {
         task_id: task.task_id,
         attempt: task.attempt,

@@ -232,7 +232,8 @@ pub async fn host_files(
     Ok(image::HostFiles { agent, uv })
 }
 
-/// The tasks this slave is running, so that the master's cancel requests reach them.
+/// The tasks this slave holds, from its claim until the master has its result: heartbeats renew
+/// exactly these leases, and the master's cancel requests reach them.
 #[derive(Clone, Default)]
 struct RunningTasks(Arc<Mutex<HashMap<TaskId, CancellationToken>>>);
 
@@ -246,6 +247,13 @@ impl RunningTasks {
 
     fn finish(&self, task: TaskId) {
         self.lock().remove(&task);
+    }
+
+    /// The tasks held now, for a heartbeat.
+    fn held(&self) -> Vec<TaskId> {
+        let mut held: Vec<TaskId> = self.lock().keys().copied().collect();
+        held.sort_unstable();
+        held
     }
 
     /// Cancels those of `tasks` running here; returns how many were.
@@ -384,7 +392,7 @@ pub async fn run(
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => break,
                 }
-                match client.heartbeat(name.clone()).await {
+                match client.heartbeat(name.clone(), Some(running.held())).await {
                     Ok(reply) if !reply.cancel.is_empty() => {
                         let stopped = running.cancel(&reply.cancel);
                         if stopped > 0 {
@@ -540,8 +548,9 @@ impl SlotWorker {
             };
             let cancel = self.running.start(task.task_id);
             let report = self.run_task(&task, &cancel).await;
-            self.running.finish(task.task_id);
+            // Still held until the master has the result: its lease must not end meanwhile.
             self.deliver(report, &stop).await;
+            self.running.finish(task.task_id);
         }
         self.runner
     }
@@ -683,8 +692,10 @@ mod tests {
         assert_eq!(running.cancel(&[2, 3]), 1, "task 3 is not running here");
         assert!(!one.is_cancelled());
         assert!(two.is_cancelled());
+        assert_eq!(running.held(), [1, 2]);
         running.finish(1);
         assert_eq!(running.cancel(&[1]), 0, "a finished task is forgotten");
         assert!(!one.is_cancelled());
+        assert_eq!(running.held(), [2], "heartbeats renew only held tasks");
     }
 }

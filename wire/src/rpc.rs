@@ -60,9 +60,17 @@ pub trait PytiApi {
     #[method(name = "register", with_extensions)]
     async fn register(&self, registration: SlaveRegistration) -> RpcResult<RegistrationReply>;
 
-    /// Renew every lease the slave holds; the reply lists tasks to stop. Roles: slave, admin.
+    /// Renew the leases of the tasks the slave still holds (`held`: claimed and not yet
+    /// reported). Leases under its name it does not list are not renewed, so a task whose claim
+    /// reply was lost goes back to the queue when its lease ends; listed tasks no longer leased
+    /// to it come back in the reply's `cancel`. Without `held` every lease under its name is
+    /// renewed. The reply lists tasks to stop. Roles: slave, admin.
     #[method(name = "heartbeat", with_extensions)]
-    async fn heartbeat(&self, slave: String) -> RpcResult<HeartbeatReply>;
+    async fn heartbeat(
+        &self,
+        slave: String,
+        held: Option<Vec<TaskId>>,
+    ) -> RpcResult<HeartbeatReply>;
 
     /// Long-poll for a task of a recipe the slave registered; `null` when none came in time.
     /// Roles: slave, admin.

@@ -24,9 +24,10 @@ pub(super) async fn heartbeat(
     api: &Api,
     ext: &Extensions,
     slave: String,
+    held: Option<Vec<pyti_wire::job::TaskId>>,
 ) -> Result<HeartbeatReply, MasterError> {
     require(ext, roles::SLAVE, "heartbeat")?;
-    api.store.heartbeat(&slave).await
+    api.store.heartbeat(&slave, held.as_deref()).await
 }
 
 pub(super) async fn claim(

@@ -8,7 +8,7 @@ use crate::error::MasterError;
 use crate::state;
 use crate::store::Change;
 use pyti_wire::job::AttemptOutcome;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A picked task's job: its package spec and whether it has an upload ([`PickedRow`]'s
 /// columns). Subqueries rather than a join, so `FOR UPDATE` locks only the task.
@@ -372,10 +372,12 @@ async fn pick_oldest(
     Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
 
-/// Renews `slave`'s leases; returns how many, and the tasks it must stop (cancelled jobs).
+/// Renews `slave`'s leases (only those of `held` when given); returns how many, and the tasks it
+/// must stop: its cancelled ones, and those of `held` that are no longer leased to it.
 pub(crate) async fn heartbeat(
     p: Pools<'_>,
     slave: &str,
+    held: Option<&[i64]>,
     lease_ms: i64,
     now: i64,
 ) -> Result<(u64, Vec<i64>), MasterError> {
@@ -391,23 +393,60 @@ pub(crate) async fn heartbeat(
                 id: format!("`{slave}` (call register first)"),
             });
         }
-        let renewed = sqlx::query(
-        "UPDATE tasks SET lease_expires_ms = $1 WHERE lease_slave = $2 AND state IN ('leased', 'running')",
-    )
-    .bind(now + lease_ms)
-    .bind(slave)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-        let cancel: Vec<i64> = sqlx::query_scalar(
+        let mut renew = sqlx::QueryBuilder::<Db>::new("UPDATE tasks SET lease_expires_ms = ");
+        renew
+            .push_bind(now + lease_ms)
+            .push(" WHERE lease_slave = ")
+            .push_bind(slave)
+            .push(" AND state IN ('leased', 'running')");
+        let mut lost: Vec<i64> = Vec::new();
+        match held {
+            None => {}
+            Some([]) => {
+                renew.push(" AND 1 = 0");
+            }
+            Some(held) => {
+                push_id_list(&mut renew, held);
+                // What the slave lists but no longer holds: requeued after its lease ended, or
+                // finished.
+                let mut still =
+                    sqlx::QueryBuilder::<Db>::new("SELECT id FROM tasks WHERE lease_slave = ");
+                still
+                    .push_bind(slave)
+                    .push(" AND state IN ('leased', 'running')");
+                push_id_list(&mut still, held);
+                let still: HashSet<i64> = still
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+                lost.extend(held.iter().filter(|id| !still.contains(id)));
+            }
+        };
+        let renewed = renew.build().execute(&mut *tx).await?.rows_affected();
+        let mut cancel: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
          AND cancel_requested = 1 ORDER BY id",
         )
         .bind(slave)
         .fetch_all(&mut *tx)
         .await?;
+        cancel.extend(lost);
+        cancel.sort_unstable();
+        cancel.dedup();
         Ok((renewed, cancel))
     })
+}
+
+/// Appends ` AND id IN (…)` for `ids` (not empty) to `q`.
+fn push_id_list(q: &mut sqlx::QueryBuilder<Db>, ids: &[i64]) {
+    q.push(" AND id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
 }
 
 /// Gives every open lease at least until `until`: run when a master starts, so slaves that kept
