@@ -22,8 +22,8 @@ enum Seen {
     Other,
     /// An I/O disk whose task was handled; it is skipped until it goes away.
     Handled,
-    /// Its superblock could not be read this many times: a hot-plugged SCSI disk can fail its
-    /// first reads (a pending unit attention), so it is tried again at the next poll.
+    /// Its superblock could not be read this many times: a freshly plugged SCSI disk can fail
+    /// its first reads, so it is tried again at the next poll.
     Unreadable(u32),
 }
 
@@ -47,7 +47,7 @@ impl IoDiskWatcher {
     /// not I/O disks are logged once each through `log`.
     pub fn wait(&mut self, log: &mut dyn FnMut(&str)) -> PathBuf {
         loop {
-            if let Some(dev) = self.poll(block_devices(), &read_label, log) {
+            if let Some(dev) = self.poll(block_devices(), &label_or_rescan, log) {
                 return dev;
             }
             std::thread::sleep(POLL_INTERVAL);
@@ -92,8 +92,9 @@ impl IoDiskWatcher {
                 Err(e) => {
                     if failures == 0 {
                         log(&format!(
-                            "{} not readable yet ({e}); retrying",
-                            dev.display()
+                            "{} not readable yet ({e}; {} sectors); retrying",
+                            dev.display(),
+                            sectors(&disk.0).map_or("unknown".into(), |n| n.to_string())
                         ));
                     }
                     Seen::Unreadable(failures + 1)
@@ -133,10 +134,31 @@ fn superblock(dev: &Path) -> std::io::Result<Option<[u8; 1024]>> {
     file.seek(SeekFrom::Start(1024))?;
     match file.read_exact(&mut superblock) {
         Ok(()) => Ok((superblock[0x38..0x3a] == [0x53, 0xef]).then_some(superblock)),
-        // Smaller than a superblock's end: no filesystem, not a read failure.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        // A short read is "not readable yet", not "no filesystem": a freshly plugged LUN can
+        // read short until the kernel has its capacity (a real disk is never this small).
         Err(e) => Err(e),
     }
+}
+
+/// [`read_label`], asking the kernel to look at a SCSI disk again (`device/rescan` re-reads its
+/// capacity) when the read fails. Under load, the first superblock read of a freshly plugged
+/// LUN has failed or come back short; the disk was passed over and the task hung.
+fn label_or_rescan(dev: &Path) -> std::io::Result<Option<String>> {
+    read_label(dev).inspect_err(|_| {
+        if let Some(name) = dev.file_name() {
+            let rescan = Path::new("/sys/block").join(name).join("device/rescan");
+            let _ = std::fs::write(rescan, "1");
+        }
+    })
+}
+
+/// The disk's size in 512-byte sectors, as the kernel sees it.
+fn sectors(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/block/{name}/size"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The ext2/3/4 volume label of `dev` (`None` without an ext filesystem), or why the disk
