@@ -107,11 +107,11 @@ impl IoDiskWatcher {
 }
 
 /// Whole disks in `/sys/block` with their `diskseq` (partitions are not used for I/O disks).
-fn block_devices() -> Vec<(String, Option<u64>)> {
+fn block_devices() -> Vec<Disk> {
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return Vec::new();
     };
-    let mut disks: Vec<(String, Option<u64>)> = entries
+    let mut disks: Vec<Disk> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))

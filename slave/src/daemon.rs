@@ -235,9 +235,9 @@ pub async fn host_files(
 /// The tasks this slave holds, from its claim until the master has its result: heartbeats renew
 /// exactly these leases, and the master's cancel requests reach them.
 #[derive(Clone, Default)]
-struct RunningTasks(Arc<Mutex<HashMap<TaskId, CancellationToken>>>);
+struct HeldTasks(Arc<Mutex<HashMap<TaskId, CancellationToken>>>);
 
-impl RunningTasks {
+impl HeldTasks {
     /// Registers `task`; the token fires if the master cancels it.
     fn start(&self, task: TaskId) -> CancellationToken {
         let token = CancellationToken::new();
@@ -381,7 +381,7 @@ pub async fn run(
     }
     tracing::info!(slave = %config.name, slots = config.slots, master = %config.master_url, "registered");
 
-    let running = RunningTasks::default();
+    let running = HeldTasks::default();
     let heartbeat = {
         let (client, name, mut stop) = (client.clone(), config.name.clone(), stop_rx.clone());
         let running = running.clone();
@@ -517,7 +517,7 @@ struct SlotWorker {
     slave: String,
     output_limit_bytes: u64,
     events: Arc<dyn Fn(SlaveEvent) + Send + Sync>,
-    running: RunningTasks,
+    running: HeldTasks,
 }
 
 impl SlotWorker {
@@ -687,7 +687,7 @@ mod tests {
 
     #[test]
     fn a_cancel_request_reaches_only_the_named_running_tasks() {
-        let running = RunningTasks::default();
+        let running = HeldTasks::default();
         let (one, two) = (running.start(1), running.start(2));
         assert_eq!(running.cancel(&[2, 3]), 1, "task 3 is not running here");
         assert!(!one.is_cancelled());

@@ -481,6 +481,7 @@ impl VmSlot {
                     // A LUN is unplugged at once whatever the guest does; if it is not, the
                     // slot cannot trust this guest.
                     if !self.detach_io_disk(io_disk).await? {
+                        tracing::warn!(domain = %self.name, "the unnoticed I/O disk could not be unplugged");
                         break;
                     }
                     self.attach_io_disk(io_disk).await?;
