@@ -144,7 +144,11 @@ fn superblock(dev: &Path) -> std::io::Result<Option<[u8; 1024]>> {
 /// capacity) when the read fails. Under load, the first superblock read of a freshly plugged
 /// LUN has failed or come back short; the disk was passed over and the task hung.
 fn label_or_rescan(dev: &Path) -> std::io::Result<Option<String>> {
-    read_label(dev).inspect_err(|_| {
+    read_label(dev).inspect_err(|e| {
+        // A node not created yet is not a read failure: nothing to rescan.
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return;
+        }
         if let Some(name) = dev.file_name() {
             let rescan = Path::new("/sys/block").join(name).join("device/rescan");
             let _ = std::fs::write(rescan, "1");

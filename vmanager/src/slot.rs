@@ -472,7 +472,7 @@ impl VmSlot {
             match waited {
                 Waited::Message(AgentMessage::Started { .. }) => return Ok(Noticed::Started),
                 Waited::TimedOut if Instant::now() < deadline && *plugs < IO_DISK_PLUGS => {
-                    let console = self.death_detail("no word from the agent").await;
+                    let console = self.with_console_tail("no word from the agent").await;
                     tracing::warn!(
                         domain = %self.name,
                         plug = *plugs,
@@ -659,14 +659,14 @@ impl VmSlot {
                 }
                 Some(ChannelEvent::Closed) => {
                     return Ok(Waited::GuestGone(
-                        self.death_detail("the agent channel closed").await,
+                        self.with_console_tail("the agent channel closed").await,
                     ));
                 }
                 None => {
                     let d = domain.clone();
                     if !blocking(move || d.is_running()).await? {
                         return Ok(Waited::GuestGone(
-                            self.death_detail("the domain stopped").await,
+                            self.with_console_tail("the domain stopped").await,
                         ));
                     }
                 }
@@ -674,7 +674,8 @@ impl VmSlot {
         }
     }
 
-    async fn death_detail(&self, what: &str) -> String {
+    /// `what`, followed by the end of the guest's console log (the evidence of what it did).
+    async fn with_console_tail(&self, what: &str) -> String {
         let log = self.paths.console_log.clone();
         let tail = blocking(move || Ok(console_tail(&log)))
             .await

@@ -397,60 +397,53 @@ pub(crate) async fn heartbeat(
                 id: format!("`{slave}` (call register first)"),
             });
         }
-        let mut renew = sqlx::QueryBuilder::<Db>::new("UPDATE tasks SET lease_expires_ms = ");
-        renew
-            .push_bind(now + lease_ms)
-            .push(" WHERE lease_slave = ")
-            .push_bind(slave)
-            .push(" AND state IN ('leased', 'running')");
-        let mut lost: Vec<i64> = Vec::new();
-        match held {
-            None => {}
-            Some([]) => {
-                renew.push(" AND 1 = 0");
-            }
-            Some(held) => {
-                push_id_list(&mut renew, held);
-                // What the slave lists but no longer holds: requeued after its lease ended, or
-                // finished.
-                let mut still =
-                    sqlx::QueryBuilder::<Db>::new("SELECT id FROM tasks WHERE lease_slave = ");
-                still
-                    .push_bind(slave)
-                    .push(" AND state IN ('leased', 'running')");
-                push_id_list(&mut still, held);
-                let still: HashSet<i64> = still
-                    .build_query_scalar()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .collect();
-                lost.extend(held.iter().filter(|id| !still.contains(id)));
-            }
-        };
-        let renewed = renew.build().execute(&mut *tx).await?.rows_affected();
-        let mut cancel: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
-         AND cancel_requested = 1 ORDER BY id",
+        // The slave's open leases, read once: what to renew, to stop, and what it lists but no
+        // longer holds (requeued after its lease ended, or finished).
+        let open: Vec<(i64, bool)> = sqlx::query_as(
+            "SELECT id, cancel_requested = 1 FROM tasks \
+             WHERE lease_slave = $1 AND state IN ('leased', 'running') ORDER BY id",
         )
         .bind(slave)
         .fetch_all(&mut *tx)
         .await?;
-        cancel.extend(lost);
+        let leased: HashSet<i64> = open.iter().map(|(id, _)| *id).collect();
+        let renew: Vec<i64> = match held {
+            None => leased.iter().copied().collect(),
+            Some(held) => held
+                .iter()
+                .copied()
+                .filter(|id| leased.contains(id))
+                .collect(),
+        };
+        let mut cancel: Vec<i64> = open
+            .iter()
+            .filter(|(_, cancel)| *cancel)
+            .map(|(id, _)| *id)
+            .chain(
+                held.unwrap_or_default()
+                    .iter()
+                    .copied()
+                    .filter(|id| !leased.contains(id)),
+            )
+            .collect();
         cancel.sort_unstable();
         cancel.dedup();
+        let mut renewed = 0;
+        if !renew.is_empty() {
+            let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE tasks SET lease_expires_ms = ");
+            q.push_bind(now + lease_ms)
+                .push(" WHERE lease_slave = ")
+                .push_bind(slave)
+                .push(" AND state IN ('leased', 'running') AND id IN (");
+            let mut ids = q.separated(", ");
+            for id in &renew {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            renewed = q.build().execute(&mut *tx).await?.rows_affected();
+        }
         Ok((renewed, cancel))
     })
-}
-
-/// Appends ` AND id IN (…)` for `ids` (not empty) to `q`.
-fn push_id_list(q: &mut sqlx::QueryBuilder<Db>, ids: &[i64]) {
-    q.push(" AND id IN (");
-    let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    q.push(")");
 }
 
 /// Gives every open lease at least until `until`: run when a master starts, so slaves that kept
