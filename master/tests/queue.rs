@@ -622,6 +622,36 @@ async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
     store.close().await;
 }
 
+async fn a_claim_finds_its_recipe_behind_lanes_it_cannot_serve(db: &TestDb) {
+    // A claim batch reads only the lanes first in line; a slave whose recipe has work only in
+    // a lane far behind them still gets it.
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    for user in 0..6 {
+        store
+            .submit(
+                &job(&format!("d{user}==1"), &["debian-12"], 9),
+                &format!("user{user}"),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .submit(&job("o==1", &["other-distro"], 1), "late", false)
+        .await
+        .unwrap();
+    register(&store, "other", &["other-distro"], 4).await;
+    let t = store
+        .try_claim("other")
+        .await
+        .unwrap()
+        .expect("the other-distro task");
+    assert_eq!(t.recipe.name, "other-distro");
+    assert!(store.try_claim("other").await.unwrap().is_none());
+    store.close().await;
+}
+
 async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
@@ -1045,6 +1075,7 @@ on_both_databases!(
     a_repeated_report_neither_duplicates_nor_overwrites,
     dispatch_serves_priority_first_then_shares_fairly_between_submitters,
     a_slave_gets_only_its_recipes_and_at_most_its_slots,
+    a_claim_finds_its_recipe_behind_lanes_it_cannot_serve,
     upgrading_the_schema_counts_the_leases_slaves_already_hold,
     cancelling_a_job_stops_queued_and_running_tasks,
     reopening_the_database_loses_nothing,
