@@ -1,13 +1,19 @@
 //! Queue benchmark: N queued tasks, then claim latency (median, p99) with concurrent claimers,
 //! submit throughput and the process's RSS, on SQLite and PostgreSQL. Prints a table.
 //!
+//! Claims are measured in phases: a closed loop (each claimer claims again the moment it has
+//! its task: the most the master can serve, where latency is claimers / throughput), then
+//! paced phases where each claimer works between claims, from ~10,000 claims/s offered down to
+//! ~1,000 (latency at a load below saturation).
+//!
 //! ```text
 //! cargo bench -p pyti-master --bench queue
 //! PYTI_BENCH_TASKS=100000 PYTI_BENCH_DB=sqlite cargo bench -p pyti-master --bench queue
 //! ```
 //!
 //! Environment: `PYTI_BENCH_TASKS` (queued tasks, default 1,000,000), `PYTI_BENCH_CLAIMERS`
-//! (default 50), `PYTI_BENCH_CLAIMS` (claims measured, default 20,000), `PYTI_BENCH_DB`
+//! (default 50), `PYTI_BENCH_PHASE_SECS` (how long each claim phase runs, default 5: a p99 needs
+//! a few seconds of claims, or one write stall of the database decides it), `PYTI_BENCH_DB`
 //! (`sqlite`, `postgres` or both, comma-separated; default both), `PYTI_BENCH_PG_TASKS` (queued
 //! tasks on PostgreSQL, default the same as SQLite), `PYTI_TEST_POSTGRES_URL`.
 //!
@@ -30,9 +36,19 @@ const BULK_BATCH: usize = 5_000;
 const SINGLE_SUBMITS: usize = 2_000;
 /// Submitters the load is spread over (fair share has lanes to choose from).
 const SUBMITTERS: usize = 20;
-/// In the paced phase, how long a slave works between claims (50 slaves: ~1,000 claims/s
-/// offered, far above what 50 real VM slaves ask for).
-const PACED_WORK: Duration = Duration::from_millis(50);
+/// Most tasks a slave may hold.
+const MAX_SLOTS: u32 = 1024;
+/// Slaves each claimer claims as, one after another as each fills its slots: 16,384 claims per
+/// claimer at most.
+const SLAVES_PER_CLAIMER: usize = 16;
+
+fn slave_name(claimer: usize, k: usize) -> String {
+    format!("bench-slave-{claimer}-{k}")
+}
+
+/// The paced phases: how long each slave works between claims (50 slaves working 50 ms each:
+/// ~1,000 claims/s offered, far above what 50 real VM slaves ask for; 5 ms: ~10,000/s).
+const PACED_WORK_MS: [u64; 3] = [5, 10, 50];
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -82,7 +98,7 @@ struct Row {
     queued: usize,
     bulk_tasks_per_sec: f64,
     single_submits_per_sec: f64,
-    mode: &'static str,
+    mode: String,
     claims: usize,
     claims_per_sec: f64,
     median_ms: f64,
@@ -95,7 +111,7 @@ async fn run(
     url: &str,
     tasks: usize,
     claimers: usize,
-    claims: usize,
+    phase: Duration,
 ) -> Vec<Row> {
     let catalog = recipes();
     let options = StoreOptions {
@@ -159,24 +175,34 @@ async fn run(
     }
     let single_submits_per_sec = SINGLE_SUBMITS as f64 / started.elapsed().as_secs_f64();
 
-    // Claims: `claimers` slaves claiming in a closed loop until `claims` tasks are taken.
+    // Claims: `claimers` claimers, each claiming as one slave after another (a slave holds at
+    // most MAX_SLOTS tasks, and the bench reports none).
     for c in 0..claimers {
-        store
-            .register(&SlaveRegistration {
-                name: format!("bench-slave-{c}"),
-                recipes: vec!["debian-12".into(), "other-distro".into()],
-                slots: 1000,
-            })
-            .await
-            .expect("register");
+        for k in 0..SLAVES_PER_CLAIMER {
+            store
+                .register(&SlaveRegistration {
+                    name: slave_name(c, k),
+                    recipes: vec!["debian-12".into(), "other-distro".into()],
+                    slots: MAX_SLOTS,
+                })
+                .await
+                .expect("register");
+        }
     }
-    let saturated = claim_phase(&store, claimers, claims, None).await;
-    let paced = claim_phase(&store, claimers, claims / 4, Some(PACED_WORK)).await;
+    let claimed: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..claimers).map(|_| AtomicUsize::new(0)).collect());
+    let mut phases = vec![(
+        "closed loop".to_string(),
+        claim_phase(&store, &claimed, phase, None).await,
+    )];
+    for ms in PACED_WORK_MS {
+        let work = Duration::from_millis(ms);
+        let measured = claim_phase(&store, &claimed, phase, Some(work)).await;
+        phases.push((format!("paced {ms} ms"), measured));
+    }
     store.close().await;
     let mut rows = Vec::new();
-    for (mode, (n, per_sec, median_ms, p99_ms, max_ms)) in
-        [("closed loop", saturated), ("paced", paced)]
-    {
+    for (mode, (n, per_sec, median_ms, p99_ms, max_ms)) in phases {
         rows.push(Row {
             db,
             queued: tasks,
@@ -193,25 +219,26 @@ async fn run(
     rows
 }
 
-/// Claims `claims` tasks with `claimers` concurrent slaves; with `work`, each slave "runs" its
+/// Claims tasks for `phase` with `claimers` concurrent slaves; with `work`, each slave "runs" its
 /// task for that long before claiming again (slaves run VMs between claims), otherwise it claims
 /// again at once (saturation). Returns (claims, claims/s, median ms, p99 ms, max ms).
 async fn claim_phase(
     store: &Arc<Store>,
-    claimers: usize,
-    claims: usize,
+    claimed: &Arc<Vec<AtomicUsize>>,
+    phase: Duration,
     work: Option<Duration>,
 ) -> (usize, f64, f64, f64, f64) {
-    let taken = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let deadline = started + phase;
     let mut handles = Vec::new();
-    for c in 0..claimers {
+    for c in 0..claimed.len() {
         let store = store.clone();
-        let taken = taken.clone();
+        let claimed = claimed.clone();
         handles.push(tokio::spawn(async move {
-            let name = format!("bench-slave-{c}");
             let mut latencies = Vec::new();
-            while taken.fetch_add(1, Ordering::Relaxed) < claims {
+            while Instant::now() < deadline {
+                let n = claimed[c].fetch_add(1, Ordering::Relaxed);
+                let name = slave_name(c, n / MAX_SLOTS as usize);
                 let t = Instant::now();
                 match store.try_claim(&name).await {
                     Ok(Some(_)) => latencies.push(t.elapsed()),
@@ -287,7 +314,7 @@ fn main() {
     let tasks = env_usize("PYTI_BENCH_TASKS", 1_000_000);
     let pg_tasks = env_usize("PYTI_BENCH_PG_TASKS", tasks);
     let claimers = env_usize("PYTI_BENCH_CLAIMERS", 50);
-    let claims = env_usize("PYTI_BENCH_CLAIMS", 20_000);
+    let phase = Duration::from_secs(env_usize("PYTI_BENCH_PHASE_SECS", 5) as u64);
     let dbs = std::env::var("PYTI_BENCH_DB").unwrap_or_else(|_| "sqlite,postgres".into());
     let pg_base = std::env::var("PYTI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://pyti:pyti@127.0.0.1:5432/pyti_test".into());
@@ -302,14 +329,14 @@ fn main() {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = dir.path().join("bench.sqlite").display().to_string();
             eprintln!("sqlite: queueing {tasks} tasks in {url}");
-            for row in run("sqlite", &url, tasks, claimers, claims).await {
+            for row in run("sqlite", &url, tasks, claimers, phase).await {
                 rows.push((row, rss_kib("VmHWM:")));
             }
         }
         if dbs.contains("postgres") {
             let (url, schema) = postgres_schema(&pg_base).await;
             eprintln!("postgres: queueing {pg_tasks} tasks in schema {schema}");
-            for row in run("postgres", &url, pg_tasks, claimers, claims).await {
+            for row in run("postgres", &url, pg_tasks, claimers, phase).await {
                 rows.push((row, rss_kib("VmHWM:")));
             }
             drop_schema(&pg_base, &schema).await;
@@ -317,12 +344,9 @@ fn main() {
     });
     println!();
     println!("pyti master queue benchmark: {claimers} concurrent claimers; closed loop = claim again at once,");
+    println!("paced N ms = each slave works N ms (50-150%) between claims");
     println!(
-        "paced = each slave works {} ms (50-150%) between claims",
-        PACED_WORK.as_millis()
-    );
-    println!(
-        "{:<9} {:>9} {:>12} {:>9} {:<11} {:>7} {:>9} {:>9} {:>8} {:>8} {:>11}",
+        "{:<9} {:>9} {:>12} {:>9} {:<13} {:>7} {:>9} {:>9} {:>8} {:>8} {:>11}",
         "database",
         "queued",
         "bulk task/s",
@@ -337,7 +361,7 @@ fn main() {
     );
     for (r, hwm) in &rows {
         println!(
-            "{:<9} {:>9} {:>12.0} {:>9.0} {:<11} {:>7} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>11.1}",
+            "{:<9} {:>9} {:>12.0} {:>9.0} {:<13} {:>7} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>11.1}",
             r.db,
             r.queued,
             r.bulk_tasks_per_sec,
