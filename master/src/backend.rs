@@ -34,6 +34,8 @@ macro_rules! write_tx {
     }};
 }
 
+/// Fair share between lanes for claim batches (no SQL: shared by both backends).
+pub(crate) mod lanes;
 pub(crate) mod postgres;
 /// Row types, shared by both backends (`sqlx::FromRow` is generic over the database).
 pub(crate) mod rows;

@@ -2,6 +2,7 @@
 //! needs. Each state change is one transaction (see `backend/transition.rs`); after it commits,
 //! the store publishes the change to subscribers and wakes waiting claimers.
 
+use crate::backend::lanes::ClaimWant;
 use crate::backend::rows::Claimed;
 use crate::backend::{postgres, sqlite};
 use crate::clock::Clock;
@@ -51,9 +52,9 @@ const SQLITE_WRITER_CACHE_KIB: &str = "-65536";
 /// How often the SQLite checkpointer copies the write-ahead log into the database. Commits then
 /// only append to the log; the checkpoint's writes and fsyncs happen beside them. Beside, not
 /// free: while a checkpoint's fsync runs, the writer's appends to the log wait for it, so each
-/// checkpoint must have little to flush. (With 200,000 tasks queued and 50 claimers claiming
-/// back to back: every 250 ms, commits of 30-70 ms several times a second and a claim p99 of
-/// 31-55 ms; every 100 ms, a p99 of 6-9 ms.)
+/// checkpoint must have little to flush. (With 200,000-300,000 tasks queued and 50 claimers
+/// claiming back to back: every 250 ms, commits of 30-70 ms several times a second and a claim
+/// p99 of 31-55 ms; every 100 ms, a p99 of 6-12 ms.)
 const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Log pages after which a commit checkpoints by itself (SQLite's default is 1,000). Besides a
 /// backstop should the checkpointer fall behind, this is how often a busy writer starts the log
@@ -517,15 +518,16 @@ impl Store {
             .await
             .map_err(|_| MasterError::Dispatch("the claim batcher stopped".into()))?
             .map_err(MasterError::Dispatch)?;
-        let Some((claimed, (spec_json, upload))) = claimed else {
+        let Some((claimed, upload)) = claimed else {
             self.counters.empty_claims.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
         self.counters.claims.fetch_add(1, Ordering::Relaxed);
         self.publish(&[claimed.change]);
-        let mut package: PackageSpec = serde_json::from_str(&spec_json).map_err(|e| {
-            MasterError::Corrupt(format!("job {} package: {e}", claimed.picked.task.job_id))
-        })?;
+        let mut package: PackageSpec =
+            serde_json::from_str(&claimed.picked.package_spec).map_err(|e| {
+                MasterError::Corrupt(format!("job {} package: {e}", claimed.picked.task.job_id))
+            })?;
         if let (PackageSpec::Upload { content_hex, .. }, Some(bytes)) = (&mut package, upload) {
             *content_hex = encode_hex(&bytes);
         }
@@ -931,8 +933,8 @@ async fn checkpoint_sqlite(pool: sqlx::SqlitePool, mut dropped: watch::Receiver<
     }
 }
 
-/// A claimed task's package: spec JSON and uploaded bytes.
-type Package = (String, Option<Vec<u8>>);
+/// A claimed task, with its job's uploaded bytes if it has an upload.
+type ClaimAnswer = (Claimed, Option<Vec<u8>>);
 
 /// A claim waiting for the batcher.
 struct ClaimJob {
@@ -940,7 +942,7 @@ struct ClaimJob {
     recipes: Vec<String>,
     slots: i64,
     lease_id: String,
-    reply: oneshot::Sender<Result<Option<(Claimed, Package)>, String>>,
+    reply: oneshot::Sender<Result<Option<ClaimAnswer>, String>>,
 }
 
 /// Serves claims in batches: takes every claim waiting (up to [`MAX_CLAIM_BATCH`]) and leases
@@ -964,62 +966,31 @@ async fn batch_claims(
         let result = loop {
             attempt += 1;
             let now = clock.now_ms();
-            let result = {
-                let wants: Vec<_> = batch
-                    .iter()
-                    .map(|j| {
-                        (
-                            j.slave.as_str(),
-                            j.recipes.as_slice(),
-                            j.slots,
-                            j.lease_id.as_str(),
-                        )
-                    })
-                    .collect();
-                match &backend {
-                    Backend::Sqlite { read, write } => {
-                        let wants: Vec<sqlite::dispatch::ClaimWant> = wants
-                            .iter()
-                            .map(
-                                |&(slave, recipes, slots, lease_id)| sqlite::dispatch::ClaimWant {
-                                    slave,
-                                    recipes,
-                                    slots,
-                                    lease_id,
-                                },
-                            )
-                            .collect();
-                        sqlite::dispatch::claim_batch(
-                            sqlite::Pools { read, write },
-                            &wants,
-                            lease_ms,
-                            now,
-                        )
-                        .await
-                    }
-                    Backend::Postgres { pool, claims } => {
-                        let wants: Vec<postgres::dispatch::ClaimWant> = wants
-                            .iter()
-                            .map(|&(slave, recipes, slots, lease_id)| {
-                                postgres::dispatch::ClaimWant {
-                                    slave,
-                                    recipes,
-                                    slots,
-                                    lease_id,
-                                }
-                            })
-                            .collect();
-                        postgres::dispatch::claim_batch(
-                            postgres::Pools {
-                                read: pool,
-                                write: claims,
-                            },
-                            &wants,
-                            lease_ms,
-                            now,
-                        )
-                        .await
-                    }
+            let wants: Vec<ClaimWant> = batch
+                .iter()
+                .map(|j| ClaimWant {
+                    slave: &j.slave,
+                    recipes: &j.recipes,
+                    slots: j.slots,
+                    lease_id: &j.lease_id,
+                })
+                .collect();
+            let result = match &backend {
+                Backend::Sqlite { read, write } => {
+                    sqlite::dispatch::claim_batch(
+                        sqlite::Pools { read, write },
+                        &wants,
+                        lease_ms,
+                        now,
+                    )
+                    .await
+                }
+                Backend::Postgres { pool, claims } => {
+                    let pools = postgres::Pools {
+                        read: pool,
+                        write: claims,
+                    };
+                    postgres::dispatch::claim_batch(pools, &wants, lease_ms, now).await
                 }
             };
             match result {
@@ -1074,8 +1045,7 @@ async fn answer_batch(
                         } else {
                             None
                         };
-                        let package = (c.picked.package_spec.clone(), upload);
-                        Some((c, package))
+                        Some((c, upload))
                     })
                     .collect::<Vec<_>>()
             })

@@ -3,6 +3,7 @@
 use super::jobs;
 use super::transition::{self, AttemptEnd, BatchLease, LaneServed};
 use super::{Db, Pools, POSTGRES};
+use crate::backend::lanes::{ClaimWant, Lane, LaneKey, Lanes};
 use crate::backend::rows::{Claimed, PickedRow, TaskRow};
 use crate::error::MasterError;
 use crate::state;
@@ -106,156 +107,27 @@ pub(crate) async fn slave(p: Pools<'_>, name: &str) -> Result<Option<(String, i6
     )
 }
 
-/// One slave's request in a claim batch.
-pub(crate) struct ClaimWant<'a> {
-    pub slave: &'a str,
-    pub recipes: &'a [String],
-    pub slots: i64,
-    pub lease_id: &'a str,
-}
-
 /// Rounds of picking per batch: a lane that turns out emptier than its count (rows locked by
 /// another master) is dropped and its claimers try the next lane.
 const PICK_ROUNDS: usize = 3;
 
-#[derive(Clone)]
-struct Lane {
-    recipe: String,
-    priority: i64,
-    submitter: String,
-    remaining: i64,
-    last_served: i64,
-    /// Whether a claim of this batch was sent to the lane.
-    served: bool,
-    taken: i64,
-    /// Highest task id this batch took from the lane: a later round must not pick it again
-    /// (our own row locks do not hide rows from us).
-    after_id: i64,
-}
-
-/// The lanes with work that a claim batch has read, first in line first, and the batch's
-/// `last_served` marks.
-///
-/// A batch of `n` claims reads only the first `n + 1` lanes. Each claim goes to the first lane
-/// in line that serves one of its recipes and then sends that lane to the back of its priority;
-/// the lanes not read are all behind those read. So a claim sent to a lane it is the first to
-/// reach is sent there whatever the unread lanes are. Only two kinds of claim need them: one that
-/// finds no lane, and one that reaches a lane already served in the batch while lanes of that
-/// lane's priority may be unread (an unread one would be before it). Then every lane is read
-/// and the round is decided again. A batch reads O(claims) lanes, not one row per recipe ×
-/// priority × submitter that has work.
-struct Lanes {
-    lanes: Vec<Lane>,
-    /// The last `last_served` mark given out (the next one is this + 1).
-    serial: i64,
-    /// Whether every lane with work was read.
-    complete: bool,
-}
-
-impl Lanes {
-    /// Reads the first `limit` lanes with work (all with `None`), and the newest mark.
-    async fn read(
-        tx: &mut sqlx::Transaction<'static, Db>,
-        limit: Option<usize>,
-    ) -> Result<Lanes, MasterError> {
-        let bound = limit.map_or(i64::MAX, |n| n as i64);
-        // `0 + $1`: see the pick's LIMIT (SQLite would prepare the statement again every time).
-        let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT recipe, priority, submitter, queued, last_served, \
-             (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes WHERE queued > 0 \
-             ORDER BY priority DESC, last_served ASC, recipe, submitter LIMIT 0 + $1",
-        )
-        .bind(bound)
-        .fetch_all(&mut **tx)
-        .await?;
-        let complete = limit.is_none_or(|n| rows.len() < n);
-        // No lane with work: nothing is picked, and the mark is not needed.
-        let serial = rows.first().map_or(0, |row| row.5);
-        let lanes = rows
-            .into_iter()
-            .map(
-                |(recipe, priority, submitter, queued, last_served, _)| Lane {
-                    recipe,
-                    priority,
-                    submitter,
-                    remaining: queued,
-                    last_served,
-                    served: false,
-                    taken: 0,
-                    after_id: 0,
-                },
-            )
-            .collect();
-        Ok(Lanes {
-            lanes,
-            serial,
-            complete,
-        })
-    }
-
-    /// Reads every lane with work. The lanes already read keep their place and what this
-    /// batch did to them; the others go behind them, where they are in line.
-    async fn read_all(
-        &mut self,
-        tx: &mut sqlx::Transaction<'static, Db>,
-    ) -> Result<(), MasterError> {
-        let all = Lanes::read(tx, None).await?;
-        let known: HashSet<(String, i64, String)> = self.lanes.iter().map(|l| l.key()).collect();
-        self.lanes
-            .extend(all.lanes.into_iter().filter(|l| !known.contains(&l.key())));
-        self.complete = true;
-        Ok(())
-    }
-
-    /// Sends each pending claim to a lane, serving lanes round-robin within a priority (fair
-    /// share), and returns the claims by lane. `None`, with nothing changed, when a claim may
-    /// belong to a lane not read yet (see [`Lanes`]).
-    fn assign(
-        &mut self,
-        pending: &[usize],
-        wants: &[ClaimWant<'_>],
-    ) -> Option<HashMap<usize, Vec<usize>>> {
-        let mut lanes = self.lanes.clone();
-        let mut serial = self.serial;
-        let last_priority = lanes.last().map_or(i64::MIN, |l| l.priority);
-        let mut by_lane: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut order: Vec<usize> = (0..lanes.len()).collect();
-        for &w in pending {
-            let found = order.iter().position(|&l| {
-                lanes[l].remaining > 0 && wants[w].recipes.iter().any(|r| *r == lanes[l].recipe)
-            });
-            let Some(pos) = found else {
-                if self.complete {
-                    continue;
-                }
-                return None;
-            };
-            let l = order.remove(pos);
-            if !self.complete && lanes[l].served && lanes[l].priority == last_priority {
-                return None;
-            }
-            lanes[l].remaining -= 1;
-            lanes[l].served = true;
-            serial += 1;
-            lanes[l].last_served = serial;
-            by_lane.entry(l).or_default().push(w);
-            // Back of its priority group: served most recently.
-            let back = order
-                .iter()
-                .position(|&o| lanes[o].priority < lanes[l].priority)
-                .unwrap_or(order.len());
-            order.insert(back, l);
-        }
-        self.lanes = lanes;
-        self.serial = serial;
-        Some(by_lane)
-    }
-}
-
-impl Lane {
-    fn key(&self) -> (String, i64, String) {
-        (self.recipe.clone(), self.priority, self.submitter.clone())
-    }
+/// Reads the first `limit` lanes with work (all with `None`), and the newest `last_served`
+/// mark (see [`Lanes`]).
+async fn read_lanes(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    limit: Option<usize>,
+) -> Result<Lanes, MasterError> {
+    let bound = limit.map_or(i64::MAX, |n| n as i64);
+    // `0 + $1`: see the pick's LIMIT (SQLite would prepare the statement again every time).
+    let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT recipe, priority, submitter, queued, last_served, \
+         (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes WHERE queued > 0 \
+         ORDER BY priority DESC, last_served ASC, recipe, submitter LIMIT 0 + $1",
+    )
+    .bind(bound)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Lanes::from_rows(rows, limit))
 }
 
 /// Takes tasks for a batch of claims in one transaction. For each claim, in order: among lanes
@@ -296,7 +168,7 @@ pub(crate) async fn claim_batch(
         };
         held.extend(rows);
         // The lanes first in line (one more than there are claims; see `Lanes`).
-        let mut lanes = Lanes::read(&mut tx, Some(wants.len() + 1)).await?;
+        let mut lanes = read_lanes(&mut tx, Some(wants.len() + 1)).await?;
 
         let mut pending: Vec<usize> = Vec::new();
         for (i, w) in wants.iter().enumerate() {
@@ -315,13 +187,13 @@ pub(crate) async fn claim_batch(
                 if let Some(by_lane) = lanes.assign(&pending, wants) {
                     break by_lane;
                 }
-                lanes.read_all(&mut tx).await?;
+                lanes.add_unread(read_lanes(&mut tx, None).await?);
             };
             let lanes = &mut lanes.lanes;
             let mut retry = Vec::new();
             let mut lane_ids: Vec<usize> = by_lane.keys().copied().collect();
             lane_ids.sort_unstable();
-            let mut rows_by_lane: HashMap<(String, i64, String), Vec<PickedRow>> = HashMap::new();
+            let mut rows_by_lane: HashMap<LaneKey, Vec<PickedRow>> = HashMap::new();
             if !lane_ids.is_empty() {
                 let wanted: Vec<(&Lane, i64)> = lane_ids
                     .iter()
@@ -338,12 +210,7 @@ pub(crate) async fn claim_batch(
             }
             for l in lane_ids {
                 let claimers = &by_lane[&l];
-                let key = (
-                    lanes[l].recipe.clone(),
-                    lanes[l].priority,
-                    lanes[l].submitter.clone(),
-                );
-                let rows = rows_by_lane.remove(&key).unwrap_or_default();
+                let rows = rows_by_lane.remove(&lanes[l].key()).unwrap_or_default();
                 if rows.len() < claimers.len() {
                     lanes[l].remaining = 0;
                     retry.extend_from_slice(&claimers[rows.len()..]);
@@ -599,119 +466,4 @@ pub(crate) async fn expire(
         }
         Ok(changes)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lane(recipe: &str, priority: i64, submitter: usize, last_served: i64) -> Lane {
-        Lane {
-            recipe: recipe.into(),
-            priority,
-            submitter: format!("user{submitter}"),
-            remaining: 1 + (last_served % 3),
-            last_served,
-            served: false,
-            taken: 0,
-            after_id: 0,
-        }
-    }
-
-    /// Each claim's lane as (recipe, priority, submitter); `None` for a claim without one.
-    fn lanes_of(
-        lanes: &Lanes,
-        by_lane: &HashMap<usize, Vec<usize>>,
-        claims: usize,
-    ) -> Vec<Option<(String, i64, String)>> {
-        let mut of = vec![None; claims];
-        for (&l, claimers) in by_lane {
-            for &w in claimers {
-                of[w] = Some(lanes.lanes[l].key());
-            }
-        }
-        of
-    }
-
-    #[test]
-    fn a_batch_that_reads_the_first_lanes_sends_every_claim_where_reading_all_would() {
-        // Deterministic pseudo-random cases: lanes in line (priority down, last served up),
-        // claims wanting one recipe or both.
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % n
-        };
-        let (mut partial_reads, mut fallbacks) = (0, 0);
-        for _ in 0..2000 {
-            let mut all: Vec<Lane> = (0..1 + next(12) as usize)
-                .map(|i| {
-                    let recipe = if next(4) == 0 { "other" } else { "debian" };
-                    lane(recipe, 1 + next(3) as i64, i, next(50) as i64)
-                })
-                .collect();
-            all.sort_by(|a, b| (b.priority, a.last_served).cmp(&(a.priority, b.last_served)));
-            let debian = vec!["debian".to_string()];
-            let other = vec!["other".to_string()];
-            let both = vec!["debian".to_string(), "other".to_string()];
-            let recipes: Vec<&Vec<String>> = (0..1 + next(6))
-                .map(|_| match next(3) {
-                    0 => &debian,
-                    1 => &other,
-                    _ => &both,
-                })
-                .collect();
-            let wants: Vec<ClaimWant> = recipes
-                .iter()
-                .map(|r| ClaimWant {
-                    slave: "s",
-                    recipes: r,
-                    slots: 100,
-                    lease_id: "l",
-                })
-                .collect();
-            let pending: Vec<usize> = (0..wants.len()).collect();
-            let mut full = Lanes {
-                lanes: all.clone(),
-                serial: 50,
-                complete: true,
-            };
-            let expected = full.assign(&pending, &wants).expect("all lanes read");
-            let expected = lanes_of(&full, &expected, wants.len());
-
-            let limit = wants.len() + 1;
-            let mut first = Lanes {
-                lanes: all.iter().take(limit).cloned().collect(),
-                serial: 50,
-                complete: all.len() < limit,
-            };
-            partial_reads += usize::from(!first.complete);
-            let got = match first.assign(&pending, &wants) {
-                Some(got) => got,
-                None => {
-                    fallbacks += 1;
-                    assert!(
-                        first.lanes.iter().all(|l| !l.served),
-                        "a refused round changes nothing"
-                    );
-                    first.lanes.extend(all.iter().skip(limit).cloned());
-                    first.complete = true;
-                    first.assign(&pending, &wants).expect("all lanes read")
-                }
-            };
-            assert_eq!(lanes_of(&first, &got, wants.len()), expected);
-            assert_eq!(first.serial, full.serial);
-        }
-        // Both paths were taken.
-        assert!(
-            partial_reads > 100 && fallbacks > 10,
-            "{partial_reads} partial reads, {fallbacks} fallbacks"
-        );
-        assert!(
-            fallbacks < partial_reads,
-            "{partial_reads} partial reads, {fallbacks} fallbacks"
-        );
-    }
 }
