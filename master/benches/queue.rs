@@ -38,10 +38,6 @@ const SINGLE_SUBMITS: usize = 2_000;
 const SUBMITTERS: usize = 20;
 /// Most tasks a slave may hold.
 const MAX_SLOTS: u32 = 1024;
-/// Slaves each claimer claims as, one after another as each fills its slots: 16,384 claims per
-/// claimer at most.
-const SLAVES_PER_CLAIMER: usize = 16;
-
 fn slave_name(claimer: usize, k: usize) -> String {
     format!("bench-slave-{claimer}-{k}")
 }
@@ -176,19 +172,8 @@ async fn run(
     let single_submits_per_sec = SINGLE_SUBMITS as f64 / started.elapsed().as_secs_f64();
 
     // Claims: `claimers` claimers, each claiming as one slave after another (a slave holds at
-    // most MAX_SLOTS tasks, and the bench reports none).
-    for c in 0..claimers {
-        for k in 0..SLAVES_PER_CLAIMER {
-            store
-                .register(&SlaveRegistration {
-                    name: slave_name(c, k),
-                    recipes: vec!["debian-12".into(), "other-distro".into()],
-                    slots: MAX_SLOTS,
-                })
-                .await
-                .expect("register");
-        }
-    }
+    // most MAX_SLOTS tasks, and the bench reports none); a claimer registers its next slave
+    // when the last one is full, so the master knows about as many slaves as claim at once.
     let claimed: Arc<Vec<AtomicUsize>> =
         Arc::new((0..claimers).map(|_| AtomicUsize::new(0)).collect());
     let mut phases = vec![(
@@ -239,6 +224,16 @@ async fn claim_phase(
             while Instant::now() < deadline {
                 let n = claimed[c].fetch_add(1, Ordering::Relaxed);
                 let name = slave_name(c, n / MAX_SLOTS as usize);
+                if n.is_multiple_of(MAX_SLOTS as usize) {
+                    store
+                        .register(&SlaveRegistration {
+                            name: name.clone(),
+                            recipes: vec!["debian-12".into(), "other-distro".into()],
+                            slots: MAX_SLOTS,
+                        })
+                        .await
+                        .expect("register");
+                }
                 let t = Instant::now();
                 match store.try_claim(&name).await {
                     Ok(Some(_)) => latencies.push(t.elapsed()),

@@ -1064,6 +1064,46 @@ async fn concurrent_claims_fill_each_slave_to_its_slots_and_no_further(db: &Test
     store.close().await;
 }
 
+/// Another master's claim batch (or this master's other one) holds the oldest tasks of the
+/// only lane, locked between its pick and its commit: a claim takes the next task of the lane
+/// instead of coming back empty (PostgreSQL: row locks; SQLite has one writer at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
+    let db = TestDb::postgres().await;
+    let store = db.store(&Clock::System, 3).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = store
+            .submit(
+                &job(&format!("pkg{i}==1.0"), &["debian-12"], 5),
+                "alice",
+                false,
+            )
+            .await
+            .unwrap();
+        ids.extend(r.task_ids);
+    }
+    register(&store, "slave-a", &["debian-12"], 4).await;
+    let other = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let mut holding = other.begin().await.unwrap();
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 3 FOR UPDATE",
+    )
+    .fetch_all(&mut *holding)
+    .await
+    .unwrap();
+    assert_eq!(held, ids[..3]);
+    let claimed = store.try_claim("slave-a").await.unwrap();
+    assert_eq!(claimed.map(|t| t.task_id), Some(ids[3]));
+    holding.rollback().await.unwrap();
+    other.close().await;
+    // Released, the oldest task is next.
+    let claimed = store.try_claim("slave-a").await.unwrap();
+    assert_eq!(claimed.map(|t| t.task_id), Some(ids[0]));
+    store.close().await;
+    db.cleanup().await;
+}
+
 on_both_databases!(
     a_task_goes_from_queued_to_finished_with_its_raw_data,
     a_failing_step_fails_the_task_and_is_not_retried,

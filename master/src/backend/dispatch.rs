@@ -130,6 +130,82 @@ async fn read_lanes(
     Ok(Lanes::from_rows(rows, limit))
 }
 
+/// The rows of [`read_slaves_and_lanes`]: a slave's `(name, held)` with the lane columns
+/// empty, or a lane's columns as [`read_lanes`] reads them with the slave columns empty.
+type SlaveOrLaneRow = (
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+/// The first read of a claim batch, in one statement (one round trip, one hand-over to the
+/// connection's thread): how many leases each slave of `wants` holds, and the first
+/// `wants.len() + 1` lanes with work (see [`Lanes`]). On PostgreSQL the slaves' rows stay
+/// locked (in name order) until commit, so two masters cannot both fill a slave's last slot.
+/// The names travel as one JSON parameter: the statement's text is the same for every batch.
+async fn read_slaves_and_lanes(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    wants: &[ClaimWant<'_>],
+) -> Result<(Vec<(String, i64)>, Lanes), MasterError> {
+    let limit = wants.len() + 1;
+    let names: Vec<&str> = wants.iter().map(|w| w.slave).collect();
+    macro_rules! with_first_lanes {
+        ($held:literal) => {
+            // `0 + $2`: see the pick's LIMIT (SQLite would prepare the statement again every
+            // time). The outer ORDER BY puts the lanes in line (a UNION keeps no order).
+            concat!(
+                "WITH held AS (",
+                $held,
+                ") SELECT name, held, NULL AS recipe, 0 AS priority, NULL AS submitter, \
+                     0 AS queued, 0 AS last_served, 0 AS serial FROM held \
+                 UNION ALL \
+                 SELECT * FROM (SELECT NULL, 0, recipe, priority, submitter, queued, last_served, \
+                     (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
+                     WHERE queued > 0 ORDER BY priority DESC, last_served ASC, recipe, submitter \
+                     LIMIT 0 + $2) AS first_lanes \
+                 ORDER BY priority DESC, last_served ASC, recipe, submitter"
+            )
+        };
+    }
+    let sql = if POSTGRES {
+        with_first_lanes!(
+            "SELECT name, held FROM slaves \
+             WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb)) \
+             ORDER BY name FOR UPDATE"
+        )
+    } else {
+        with_first_lanes!(
+            "SELECT name, held FROM slaves WHERE name IN (SELECT value FROM json_each($1))"
+        )
+    };
+    let rows: Vec<SlaveOrLaneRow> = sqlx::query_as(sql)
+        .bind(serde_json::json!(names).to_string())
+        .bind(limit as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut held = Vec::new();
+    let mut lane_rows = Vec::new();
+    for row in rows {
+        match row {
+            (Some(name), n, ..) => held.push((name, n)),
+            (None, _, Some(recipe), priority, Some(submitter), queued, last_served, serial) => {
+                lane_rows.push((recipe, priority, submitter, queued, last_served, serial))
+            }
+            _ => {
+                return Err(MasterError::Corrupt(
+                    "a lane without recipe or submitter".into(),
+                ))
+            }
+        }
+    }
+    Ok((held, Lanes::from_rows(lane_rows, Some(limit))))
+}
+
 /// Takes tasks for a batch of claims in one transaction. For each claim, in order: among lanes
 /// of the slave's recipes, highest priority first, then the lane served longest ago (fair
 /// share); within a lane, oldest task first. `None` for a claim when nothing is queued for its
@@ -141,34 +217,10 @@ pub(crate) async fn claim_batch(
     now: i64,
 ) -> Result<Vec<Option<Claimed>>, MasterError> {
     write_tx!(p, |tx| {
-        // Each slave's leases, from the count the transitions keep. On PostgreSQL the rows stay
-        // locked (in name order) until commit, so two masters cannot both fill a slave's last
-        // slot.
-        let mut held: HashMap<String, i64> = HashMap::new();
-        let rows: Vec<(String, i64)> = if POSTGRES {
-            // The names as one JSON parameter: one statement text, planned once per connection.
-            let names: Vec<&str> = wants.iter().map(|w| w.slave).collect();
-            sqlx::query_as(
-                "SELECT name, held FROM slaves \
-                 WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb)) \
-                 ORDER BY name FOR UPDATE",
-            )
-            .bind(serde_json::json!(names).to_string())
-            .fetch_all(&mut *tx)
-            .await?
-        } else {
-            let mut q =
-                sqlx::QueryBuilder::<Db>::new("SELECT name, held FROM slaves WHERE name IN (");
-            let mut names = q.separated(", ");
-            for w in wants {
-                names.push_bind(w.slave.to_string());
-            }
-            q.push(") ORDER BY name");
-            q.build_query_as().fetch_all(&mut *tx).await?
-        };
-        held.extend(rows);
-        // The lanes first in line (one more than there are claims; see `Lanes`).
-        let mut lanes = read_lanes(&mut tx, Some(wants.len() + 1)).await?;
+        // Each slave's leases (the count the transitions keep) and the lanes first in line (one
+        // more than there are claims; see `Lanes`), in one statement.
+        let (held_rows, mut lanes) = read_slaves_and_lanes(&mut tx, wants).await?;
+        let mut held: HashMap<String, i64> = held_rows.into_iter().collect();
 
         let mut pending: Vec<usize> = Vec::new();
         for (i, w) in wants.iter().enumerate() {
@@ -264,9 +316,14 @@ pub(crate) async fn claim_batch(
 }
 
 /// The oldest `count` queued tasks of each `(lane, count)` after the lane's `after_id`, in one
-/// query. On PostgreSQL rows another master has locked are skipped (a lane may come back
-/// short), and the lanes travel as one JSON parameter: the statement's text is the same for
-/// every batch, so the server plans it once per connection instead of once per claim batch.
+/// query.
+///
+/// On PostgreSQL each lane's tasks are locked as they are read, skipping rows another
+/// transaction has locked (another master's claim batch, or this master's other one) and
+/// rows that stopped being queued since the statement began: a lane comes back short only
+/// when it has no more unlocked queued tasks. The lanes travel as one JSON parameter, so the
+/// statement's text is the same for every batch and the server plans it once per connection.
+/// Each lane is a `LATERAL` index scan whatever the planner guesses for the JSON's length.
 async fn pick_oldest(
     tx: &mut sqlx::Transaction<'static, Db>,
     wanted: &[(&Lane, i64)],
@@ -284,21 +341,18 @@ async fn pick_oldest(
                 })
             })
             .collect();
-        // `= ANY (ARRAY(...))`: the picked ids are looked up by primary key whatever the
-        // planner guesses for the JSON's row count. The state is re-checked on the locked row.
         return Ok(sqlx::query_as(concat!(
-            "SELECT ",
+            "SELECT oldest.* FROM jsonb_to_recordset($1::jsonb) \
+                 AS lane (recipe TEXT, priority BIGINT, submitter TEXT, after_id BIGINT, wanted BIGINT) \
+             CROSS JOIN LATERAL (SELECT ",
             task_columns!(),
             ", ",
             package_columns!(),
-            " FROM tasks WHERE id = ANY (ARRAY( \
-                 SELECT oldest.id FROM jsonb_to_recordset($1::jsonb) \
-                     AS lane (recipe TEXT, priority BIGINT, submitter TEXT, after_id BIGINT, wanted BIGINT) \
-                 CROSS JOIN LATERAL (SELECT id FROM tasks WHERE state = 'queued' \
-                     AND recipe = lane.recipe AND priority = lane.priority \
-                     AND submitter = lane.submitter AND id > lane.after_id \
-                     ORDER BY id LIMIT lane.wanted) AS oldest)) \
-             AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED"
+            " FROM tasks WHERE state = 'queued' \
+                 AND recipe = lane.recipe AND priority = lane.priority \
+                 AND submitter = lane.submitter AND id > lane.after_id \
+                 ORDER BY id LIMIT lane.wanted FOR UPDATE SKIP LOCKED) AS oldest \
+             ORDER BY oldest.id"
         ))
         .bind(serde_json::Value::Array(lanes).to_string())
         .fetch_all(&mut **tx)
