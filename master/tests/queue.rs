@@ -25,6 +25,20 @@ async fn register(store: &Store, name: &str, recipes: &[&str], slots: u32) {
         .expect("register");
 }
 
+/// Submits a job of `name_version` for `recipes` at `priority` as `submitter` (no upload).
+async fn submit(
+    store: &Store,
+    name_version: &str,
+    recipes: &[&str],
+    priority: u8,
+    submitter: &str,
+) -> pyti_wire::job::SubmitReceipt {
+    store
+        .submit(&job(name_version, recipes, priority), submitter, false)
+        .await
+        .expect("submit")
+}
+
 fn report(task: &pyti_wire::job::ClaimedTask, outcome: ReportOutcome) -> ResultReport {
     ResultReport {
         task_id: task.task_id,
@@ -56,14 +70,14 @@ fn infra(reason: &str) -> ReportOutcome {
 async fn a_task_goes_from_queued_to_finished_with_its_raw_data(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(
-            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
-            "alice",
-            false,
-        )
-        .await
-        .unwrap();
+    let receipt = submit(
+        &store,
+        "six==1.16.0",
+        &["debian-12", "other-distro"],
+        5,
+        "alice",
+    )
+    .await;
     assert_eq!(receipt.task_ids.len(), 2);
     let job_view = store.get_job(receipt.job_id).await.unwrap();
     assert!(job_view.tasks.iter().all(|t| t.state == TaskState::Queued));
@@ -134,10 +148,7 @@ async fn a_task_goes_from_queued_to_finished_with_its_raw_data(db: &TestDb) {
 async fn a_failing_step_fails_the_task_and_is_not_retried(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    store
-        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice").await;
     register(&store, "s", &["debian-12"], 1).await;
     let task = store.try_claim("s").await.unwrap().unwrap();
     let r = store
@@ -160,14 +171,8 @@ async fn a_failing_step_fails_the_task_and_is_not_retried(db: &TestDb) {
 async fn a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    store
-        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
-    store
-        .submit(&job("attrs==99.0.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice").await;
+    submit(&store, "attrs==99.0.0", &["debian-12"], 5, "alice").await;
     register(&store, "s", &["debian-12"], 2).await;
     let hung = store.try_claim("s").await.unwrap().unwrap();
     let missing = store.try_claim("s").await.unwrap().unwrap();
@@ -207,10 +212,7 @@ async fn a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry(db: &T
 async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 2).await;
-    let receipt = store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    let receipt = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice").await;
     let task_id = receipt.task_ids[0];
     register(&store, "dead", &["debian-12"], 1).await;
     register(&store, "alive", &["debian-12"], 1).await;
@@ -263,14 +265,14 @@ async fn an_expired_lease_requeues_the_task_with_the_next_attempt(db: &TestDb) {
     assert_eq!(t.attempts.len(), 2);
     // Both expired leases gave their slots back: each slave (one slot) can take a new task.
     for n in 0..2 {
-        store
-            .submit(
-                &job(&format!("attrs==2{n}.1.0"), &["debian-12"], 5),
-                "alice",
-                false,
-            )
-            .await
-            .unwrap();
+        submit(
+            &store,
+            &format!("attrs==2{n}.1.0"),
+            &["debian-12"],
+            5,
+            "alice",
+        )
+        .await;
     }
     for slave in ["dead", "alive"] {
         assert!(store.try_claim(slave).await.unwrap().is_some(), "{slave}");
@@ -282,14 +284,7 @@ async fn heartbeats_renew_only_the_leases_the_slave_lists(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 2).await;
     for i in 0..2 {
-        store
-            .submit(
-                &job(&format!("pkg{i}==1.0"), &["debian-12"], 5),
-                "alice",
-                false,
-            )
-            .await
-            .unwrap();
+        submit(&store, &format!("pkg{i}==1.0"), &["debian-12"], 5, "alice").await;
     }
     register(&store, "s", &["debian-12"], 2).await;
     let known = store.try_claim("s").await.unwrap().unwrap();
@@ -331,10 +326,8 @@ async fn a_restarted_master_gives_open_leases_a_full_period_before_expiring_them
     // back, the slave gets a full lease period to heartbeat before its task is requeued.
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let task_id = store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
+    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
         .await
-        .unwrap()
         .task_ids[0];
     register(&store, "s", &["debian-12"], 1).await;
     store.try_claim("s").await.unwrap().unwrap();
@@ -365,15 +358,10 @@ async fn a_slave_registering_again_gives_up_the_leases_of_its_earlier_run(db: &T
     // under alive, and that lease must not fill the slot the new run claims with.
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    let receipt = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice").await;
     let task_id = receipt.task_ids[0];
-    let other = store
-        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
+    let other = submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice")
         .await
-        .unwrap()
         .task_ids[0];
     register(&store, "s", &["debian-12"], 1).await;
     register(&store, "bystander", &["debian-12"], 1).await;
@@ -428,10 +416,7 @@ async fn a_slave_registering_again_gives_up_the_leases_of_its_earlier_run(db: &T
 async fn infrastructure_failures_are_retried_up_to_max_attempts(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    let receipt = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice").await;
     register(&store, "s", &["debian-12"], 1).await;
     for attempt in 1..=3u32 {
         let task = store.try_claim("s").await.unwrap().expect("requeued");
@@ -461,10 +446,7 @@ async fn infrastructure_failures_are_retried_up_to_max_attempts(db: &TestDb) {
 async fn a_repeated_report_neither_duplicates_nor_overwrites(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    let receipt = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice").await;
     let task_id = receipt.task_ids[0];
     register(&store, "s", &["debian-12"], 1).await;
 
@@ -532,29 +514,12 @@ async fn dispatch_serves_priority_first_then_shares_fairly_between_submitters(db
     let store = db.store(&clock, 3).await;
     // A bulk submitter with 30 jobs, then a small one with 3, then one urgent job.
     for i in 0..30 {
-        store
-            .submit(
-                &job(&format!("bulk==1.{i}"), &["debian-12"], 5),
-                "bulk",
-                false,
-            )
-            .await
-            .unwrap();
+        submit(&store, &format!("bulk==1.{i}"), &["debian-12"], 5, "bulk").await;
     }
     for i in 0..3 {
-        store
-            .submit(
-                &job(&format!("small==1.{i}"), &["debian-12"], 5),
-                "small",
-                false,
-            )
-            .await
-            .unwrap();
+        submit(&store, &format!("small==1.{i}"), &["debian-12"], 5, "small").await;
     }
-    store
-        .submit(&job("urgent==1.0", &["debian-12"], 9), "bulk", false)
-        .await
-        .unwrap();
+    submit(&store, "urgent==1.0", &["debian-12"], 9, "bulk").await;
     register(&store, "s", &["debian-12"], 100).await;
     let mut order = Vec::new();
     for _ in 0..8 {
@@ -578,14 +543,8 @@ async fn dispatch_serves_priority_first_then_shares_fairly_between_submitters(db
 async fn a_slave_gets_only_its_recipes_and_at_most_its_slots(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    store
-        .submit(&job("a==1", &["other-distro"], 5), "alice", false)
-        .await
-        .unwrap();
-    store
-        .submit(&job("b==1", &["other-distro"], 5), "alice", false)
-        .await
-        .unwrap();
+    submit(&store, "a==1", &["other-distro"], 5, "alice").await;
+    submit(&store, "b==1", &["other-distro"], 5, "alice").await;
     register(&store, "debian-only", &["debian-12"], 4).await;
     register(&store, "other", &["other-distro"], 1).await;
     assert!(store.try_claim("debian-only").await.unwrap().is_none());
@@ -628,19 +587,16 @@ async fn a_claim_finds_its_recipe_behind_lanes_it_cannot_serve(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
     for user in 0..6 {
-        store
-            .submit(
-                &job(&format!("d{user}==1"), &["debian-12"], 9),
-                &format!("user{user}"),
-                false,
-            )
-            .await
-            .unwrap();
+        submit(
+            &store,
+            &format!("d{user}==1"),
+            &["debian-12"],
+            9,
+            &format!("user{user}"),
+        )
+        .await;
     }
-    store
-        .submit(&job("o==1", &["other-distro"], 1), "late", false)
-        .await
-        .unwrap();
+    submit(&store, "o==1", &["other-distro"], 1, "late").await;
     register(&store, "other", &["other-distro"], 4).await;
     let t = store
         .try_claim("other")
@@ -656,10 +612,7 @@ async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb)
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
     for package in ["six==1.16.0", "attrs==23.1.0"] {
-        store
-            .submit(&job(package, &["debian-12"], 5), "alice", false)
-            .await
-            .unwrap();
+        submit(&store, package, &["debian-12"], 5, "alice").await;
     }
     register(&store, "s", &["debian-12"], 1).await;
     let t = store.try_claim("s").await.unwrap().unwrap();
@@ -683,14 +636,14 @@ async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb)
 async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(
-            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
-            "alice",
-            false,
-        )
-        .await
-        .unwrap();
+    let receipt = submit(
+        &store,
+        "six==1.16.0",
+        &["debian-12", "other-distro"],
+        5,
+        "alice",
+    )
+    .await;
     register(&store, "s", &["debian-12"], 1).await;
     let running = store.try_claim("s").await.unwrap().unwrap();
     assert!(matches!(
@@ -715,10 +668,7 @@ async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
         .iter()
         .all(|t| t.state == TaskState::Cancelled));
     // The cancelled task gave its slot back.
-    store
-        .submit(&job("attrs==23.1.0", &["debian-12"], 5), "alice", false)
-        .await
-        .unwrap();
+    submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice").await;
     assert!(store.try_claim("s").await.unwrap().is_some());
     store.close().await;
 }
@@ -726,14 +676,14 @@ async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
 async fn reopening_the_database_loses_nothing(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
-    let receipt = store
-        .submit(
-            &job("six==1.16.0", &["debian-12", "other-distro"], 5),
-            "alice",
-            false,
-        )
-        .await
-        .unwrap();
+    let receipt = submit(
+        &store,
+        "six==1.16.0",
+        &["debian-12", "other-distro"],
+        5,
+        "alice",
+    )
+    .await;
     register(&store, "s", &["debian-12", "other-distro"], 2).await;
     let leased = store.try_claim("s").await.unwrap().unwrap();
     store.close().await;
@@ -769,18 +719,14 @@ async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
     register(&store, "s", &["debian-12", "other-distro"], 10).await;
     // demo 1.0 passes everywhere; 2.0 fails on debian-12 only.
     for (version, debian_passes) in [("1.0", true), ("2.0", false)] {
-        store
-            .submit(
-                &job(
-                    &format!("demo=={version}"),
-                    &["debian-12", "other-distro"],
-                    5,
-                ),
-                "alice",
-                false,
-            )
-            .await
-            .unwrap();
+        submit(
+            &store,
+            &format!("demo=={version}"),
+            &["debian-12", "other-distro"],
+            5,
+            "alice",
+        )
+        .await;
         for _ in 0..2 {
             let t = store.try_claim("s").await.unwrap().unwrap();
             let raw = if t.recipe.name == "debian-12" && !debian_passes {
@@ -795,10 +741,7 @@ async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
         }
         clock.advance_ms(1000);
     }
-    store
-        .submit(&job("other==1", &["debian-12"], 5), "bob", false)
-        .await
-        .unwrap();
+    submit(&store, "other==1", &["debian-12"], 5, "bob").await;
 
     let all = store.list_jobs(&JobFilter::default()).await.unwrap();
     assert_eq!(all.len(), 3);
@@ -902,18 +845,14 @@ async fn many_concurrent_claimers_take_every_task_exactly_once(db: &TestDb) {
     const CLAIMERS_PER_MASTER: usize = 8;
     let mut expected = HashSet::new();
     for i in 0..TASKS / 2 {
-        let r = stores[i % 2]
-            .submit(
-                &job(
-                    &format!("pkg{i}==1.0"),
-                    &["debian-12", "other-distro"],
-                    (i % 10 + 1) as u8,
-                ),
-                &format!("user{}", i % 3),
-                false,
-            )
-            .await
-            .unwrap();
+        let r = submit(
+            &stores[i % 2],
+            &format!("pkg{i}==1.0"),
+            &["debian-12", "other-distro"],
+            (i % 10 + 1) as u8,
+            &format!("user{}", i % 3),
+        )
+        .await;
         expected.extend(r.task_ids);
     }
     let mut claimers = Vec::new();
@@ -966,10 +905,7 @@ async fn an_uploaded_package_reaches_every_slave_that_claims_its_tasks(db: &Test
     let mut upload = job("ignored==1", &["debian-12", "other-distro"], 5);
     upload.package = PackageSpec::upload("demo-1.0.tar.gz", &sha256, &content);
     store.submit(&upload, "alice", false).await.unwrap();
-    store
-        .submit(&job("six==1.16.0", &["debian-12"], 5), "bob", false)
-        .await
-        .unwrap();
+    submit(&store, "six==1.16.0", &["debian-12"], 5, "bob").await;
     for slave in ["s1", "s2", "s3"] {
         register(&store, slave, &["debian-12", "other-distro"], 1).await;
     }
@@ -1005,14 +941,14 @@ async fn concurrent_claims_fill_each_slave_to_its_slots_and_no_further(db: &Test
     let clock = Clock::manual(START);
     let store = std::sync::Arc::new(db.store(&clock, 3).await);
     for i in 0..20 {
-        store
-            .submit(
-                &job(&format!("pkg{i}==1.0"), &["debian-12"], (i % 3 + 4) as u8),
-                &format!("user{}", i % 4),
-                false,
-            )
-            .await
-            .unwrap();
+        submit(
+            &store,
+            &format!("pkg{i}==1.0"),
+            &["debian-12"],
+            (i % 3 + 4) as u8,
+            &format!("user{}", i % 4),
+        )
+        .await;
     }
     const SLAVES: [&str; 3] = ["a", "b", "c"];
     const SLOTS: usize = 2;
@@ -1073,14 +1009,7 @@ async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
     let store = db.store(&Clock::System, 3).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let r = store
-            .submit(
-                &job(&format!("pkg{i}==1.0"), &["debian-12"], 5),
-                "alice",
-                false,
-            )
-            .await
-            .unwrap();
+        let r = submit(&store, &format!("pkg{i}==1.0"), &["debian-12"], 5, "alice").await;
         ids.extend(r.task_ids);
     }
     register(&store, "slave-a", &["debian-12"], 4).await;
