@@ -10,7 +10,7 @@
 macro_rules! task_columns {
     () => {
         "id, job_id, recipe, snapshot_id, submitter, priority, state, verdict, attempt, lease_id, \
-         lease_slave, lease_expires_ms, cancel_requested, created_ms, updated_ms"
+         lease_slave, lease_expires_ms, cancel_requested, created_ms, updated_ms, leased_ms"
     };
 }
 
@@ -40,3 +40,4 @@ pub(crate) mod postgres;
 /// Row types, shared by both backends (`sqlx::FromRow` is generic over the database).
 pub(crate) mod rows;
 pub(crate) mod sqlite;
+pub(crate) mod sqlite_global;

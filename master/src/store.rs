@@ -201,6 +201,11 @@ impl Store {
             if path.is_empty() || path.contains("://") {
                 return Err(bad_url("not a file path".into()));
             }
+            if !crate::backend::sqlite_global::configure() {
+                tracing::debug!(
+                    "SQLite was initialized before the store opened: default settings kept"
+                );
+            }
             let connect = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)

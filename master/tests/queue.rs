@@ -633,6 +633,127 @@ async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb)
     store.close().await;
 }
 
+/// The messages of a task's log, oldest first.
+async fn log_messages(store: &Store, task_id: i64) -> Vec<String> {
+    let log = store.task_log(task_id).await.unwrap();
+    log.into_iter().map(|l| l.message).collect()
+}
+
+async fn a_lease_s_attempt_and_log_line_are_written_by_its_first_change(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids[0];
+    register(&store, "dead", &["debian-12"], 1).await;
+    register(&store, "alive", &["debian-12"], 1).await;
+    store.try_claim("dead").await.unwrap().unwrap();
+
+    // The claim wrote the task's row only; readers show its attempt and log line from it.
+    assert_eq!(db.count("SELECT COUNT(*) FROM attempts").await, 0);
+    assert_eq!(db.count("SELECT COUNT(*) FROM task_log").await, 0);
+    let t = store.get_task(task_id).await.unwrap();
+    let attempts: Vec<_> = t
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.slave.as_str(), a.leased_at_ms, a.outcome))
+        .collect();
+    assert_eq!(attempts, [(1, "dead", START, None)]);
+    assert_eq!(
+        log_messages(&store, task_id).await,
+        ["queued -> leased by dead"]
+    );
+
+    // The lease runs out: its first change writes the lease's attempt and line, then its own.
+    clock.advance_ms(61_000);
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    assert_eq!(db.count("SELECT COUNT(*) FROM attempts").await, 1);
+    let expired = "leased -> queued: lease expired: slave `dead` stopped heartbeating";
+    assert_eq!(
+        log_messages(&store, task_id).await,
+        ["queued -> leased by dead", expired]
+    );
+
+    // The next lease shows after the recorded attempt, until its report records it.
+    let second = store.try_claim("alive").await.unwrap().unwrap();
+    let t = store.get_task(task_id).await.unwrap();
+    let attempts: Vec<_> = t
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.slave.as_str(), a.leased_at_ms, a.outcome))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, "dead", START, Some(AttemptOutcome::LeaseExpired)),
+            (2, "alive", START + 61_000, None)
+        ]
+    );
+    assert_eq!(
+        log_messages(&store, task_id).await,
+        [
+            "queued -> leased by dead",
+            expired,
+            "queued -> leased by alive"
+        ]
+    );
+    let r = report(
+        &second,
+        ReportOutcome::Raw {
+            result: passing(task_id, &second.recipe),
+        },
+    );
+    assert!(!store.report_result(&r).await.unwrap().duplicate);
+    assert!(store.report_result(&r).await.unwrap().duplicate);
+    assert_eq!(db.count("SELECT COUNT(*) FROM attempts").await, 2);
+    let log = log_messages(&store, task_id).await;
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log[2], "queued -> leased by alive");
+    assert!(log[3].starts_with("leased -> finished(pass)"), "{log:?}");
+    store.close().await;
+}
+
+async fn a_lease_granted_before_the_upgrade_is_recorded_once(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids[0];
+    register(&store, "s", &["debian-12"], 1).await;
+    let t = store.try_claim("s").await.unwrap().unwrap();
+    store.close().await;
+    // The database as an earlier master left it: the claim wrote the attempt and the log line,
+    // and tasks had no `leased_ms`.
+    let migration = if db.is_postgres() { 5 } else { 3 };
+    db.execute(&format!(
+        "INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) \
+             SELECT id, attempt, lease_slave, lease_id, leased_ms FROM tasks; \
+         INSERT INTO task_log (task_id, attempt, at_ms, phase, message) \
+             SELECT id, attempt, leased_ms, 'state', 'queued -> leased by ' || lease_slave FROM tasks; \
+         ALTER TABLE tasks DROP COLUMN leased_ms; \
+         DELETE FROM _sqlx_migrations WHERE version = {migration}"
+    ))
+    .await;
+
+    let store = db.store(&clock, 3).await;
+    assert_eq!(store.get_task(task_id).await.unwrap().attempts.len(), 1);
+    assert_eq!(
+        log_messages(&store, task_id).await,
+        ["queued -> leased by s"]
+    );
+    report_pass(&store, &t).await;
+    let task = store.get_task(task_id).await.unwrap();
+    assert_eq!(task.attempts.len(), 1);
+    assert_eq!(
+        task.attempts[0].outcome,
+        Some(AttemptOutcome::Verdict(Verdict::Pass))
+    );
+    let log = log_messages(&store, task_id).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0], "queued -> leased by s");
+    store.close().await;
+}
+
 async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
@@ -1046,6 +1167,8 @@ on_both_databases!(
     a_slave_gets_only_its_recipes_and_at_most_its_slots,
     a_claim_finds_its_recipe_behind_lanes_it_cannot_serve,
     upgrading_the_schema_counts_the_leases_slaves_already_hold,
+    a_lease_s_attempt_and_log_line_are_written_by_its_first_change,
+    a_lease_granted_before_the_upgrade_is_recorded_once,
     cancelling_a_job_stops_queued_and_running_tasks,
     reopening_the_database_loses_nothing,
     list_jobs_filters_and_compare_finds_regressions,

@@ -10,6 +10,15 @@ use pyti_wire::job::{normalize_name, JobFilter, Verdict};
 pub(crate) const DEFAULT_LIST_LIMIT: u32 = 100;
 pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
 
+/// The condition, on `tasks`, of a lease whose attempt row and log line are still to be written
+/// (see [`record_lease`](super::transition::record_lease)): readers show them from the task.
+macro_rules! unrecorded_lease {
+    () => {
+        "state = 'leased' AND leased_ms IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts \
+         WHERE attempts.task_id = tasks.id AND attempts.attempt = tasks.attempt)"
+    };
+}
+
 const JOB_COLUMNS: &str = "id, package_spec, submitter, priority, trigger_label, created_ms";
 
 /// A job and its tasks.
@@ -122,10 +131,14 @@ pub(crate) async fn task(
     .bind(task.job_id)
     .fetch_one(p.read)
     .await?;
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT attempt, slave, leased_ms, started_ms, finished_ms, outcome, reason, report_sha256, \
-         raw_result FROM attempts WHERE task_id = $1 ORDER BY attempt",
-    )
+    let attempts: Vec<AttemptRow> = sqlx::query_as(concat!(
+        "SELECT attempt, slave, leased_ms, started_ms, finished_ms, outcome, reason, \
+             report_sha256, raw_result FROM attempts WHERE task_id = $1 \
+             UNION ALL SELECT attempt, lease_slave, leased_ms, NULL, NULL, NULL, NULL, NULL, NULL \
+             FROM tasks WHERE id = $1 AND ",
+        unrecorded_lease!(),
+        " ORDER BY attempt"
+    ))
     .bind(id)
     .fetch_all(p.read)
     .await?;
@@ -145,10 +158,17 @@ pub(crate) async fn task_log(
         return Ok(None);
     }
     Ok(Some(
-        sqlx::query_as(
-            "SELECT at_ms, attempt, phase, message FROM task_log WHERE task_id = $1 ORDER BY id",
-        )
+        sqlx::query_as(concat!(
+            "SELECT at_ms, attempt, phase, message FROM (\
+                 SELECT id AS line, at_ms, attempt, phase, message FROM task_log \
+                 WHERE task_id = $1 \
+                 UNION ALL SELECT NULL, leased_ms, attempt, 'state', $2 || lease_slave \
+                 FROM tasks WHERE id = $1 AND ",
+            unrecorded_lease!(),
+            ") AS lines ORDER BY line IS NULL, line"
+        ))
         .bind(id)
+        .bind(super::transition::LEASE_LINE)
         .fetch_all(p.read)
         .await?,
     ))

