@@ -754,6 +754,35 @@ async fn a_lease_granted_before_the_upgrade_is_recorded_once(db: &TestDb) {
     store.close().await;
 }
 
+async fn a_sweep_ends_expired_leases_lane_by_lane(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    let alice = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids[0];
+    let bob = submit(&store, "attrs==23.1.0", &["debian-12"], 5, "bob")
+        .await
+        .task_ids[0];
+    register(&store, "a", &["debian-12"], 1).await;
+    register(&store, "b", &["debian-12"], 1).await;
+    assert_eq!(store.try_claim("a").await.unwrap().unwrap().task_id, alice);
+    clock.advance_ms(10_000);
+    assert_eq!(store.try_claim("b").await.unwrap().unwrap().task_id, bob);
+    // Alice's lease, renewed, runs out after Bob's.
+    clock.advance_ms(10_000);
+    store.heartbeat("a", None).await.unwrap();
+    clock.advance_ms(70_000);
+    assert_eq!(store.expire_leases().await.unwrap(), 2);
+    // Ended in the lanes' key order (alice's lane before bob's), as a claim batch locks them.
+    let alice_first = format!(
+        "SELECT COUNT(*) FROM task_log a, task_log b WHERE a.task_id = {alice} \
+         AND b.task_id = {bob} AND a.message LIKE 'leased -> queued%' \
+         AND b.message LIKE 'leased -> queued%' AND a.id < b.id"
+    );
+    assert_eq!(db.count(&alice_first).await, 1);
+    store.close().await;
+}
+
 async fn cancelling_a_job_stops_queued_and_running_tasks(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
@@ -1169,6 +1198,7 @@ on_both_databases!(
     upgrading_the_schema_counts_the_leases_slaves_already_hold,
     a_lease_s_attempt_and_log_line_are_written_by_its_first_change,
     a_lease_granted_before_the_upgrade_is_recorded_once,
+    a_sweep_ends_expired_leases_lane_by_lane,
     cancelling_a_job_stops_queued_and_running_tasks,
     reopening_the_database_loses_nothing,
     list_jobs_filters_and_compare_finds_regressions,

@@ -21,6 +21,17 @@ macro_rules! package_columns {
     };
 }
 
+/// The order in which a transaction ending several leases takes their tasks: lane by lane, in
+/// the lanes' key order. Ending a lease requeues its task in its lane (or gives it up), and a
+/// claim batch, which may hold some of the same lanes, locks its lanes in key order too; had the
+/// sweep or a re-registration taken them in another order (expiry time, task id), each could
+/// wait for a lane the other holds, and PostgreSQL would end one of them as a deadlock.
+macro_rules! lane_order {
+    () => {
+        "ORDER BY recipe, priority, submitter, id"
+    };
+}
+
 /// Leases examined per sweep (the rest wait for the next sweep; bounds one transaction).
 const EXPIRY_BATCH: i64 = 500;
 
@@ -49,18 +60,22 @@ pub(crate) async fn register(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Locked in task order (as cancelling a job locks its tasks), ended lane by lane (see
+        // `lane_order!`).
         let pick = if POSTGRES {
             concat!(
-                "SELECT ",
+                "SELECT * FROM (SELECT ",
                 task_columns!(),
                 " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
-             ORDER BY id FOR UPDATE"
+                 ORDER BY id FOR UPDATE) AS orphaned ",
+                lane_order!()
             )
         } else {
             concat!(
                 "SELECT ",
                 task_columns!(),
-                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') ORDER BY id"
+                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') ",
+                lane_order!()
             )
         };
         let orphaned: Vec<TaskRow> = sqlx::query_as(pick).bind(name).fetch_all(&mut *tx).await?;
@@ -482,17 +497,22 @@ pub(crate) async fn expire(
     now: i64,
 ) -> Result<Vec<Change>, MasterError> {
     write_tx!(p, |tx| {
+        // The leases that ran out first, ended lane by lane (see `lane_order!`).
         let pick = if POSTGRES {
             concat!(
-            "SELECT ", task_columns!(), " FROM tasks WHERE lease_expires_ms < $1 \
-             AND state IN ('leased', 'running') ORDER BY lease_expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
-        )
+                "SELECT * FROM (SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE lease_expires_ms < $1 AND state IN ('leased', 'running') \
+                 ORDER BY lease_expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED) AS expired ",
+                lane_order!()
+            )
         } else {
             concat!(
-                "SELECT ",
+                "SELECT * FROM (SELECT ",
                 task_columns!(),
-                " FROM tasks WHERE lease_expires_ms < $1 \
-             AND state IN ('leased', 'running') ORDER BY lease_expires_ms LIMIT $2"
+                " FROM tasks WHERE lease_expires_ms < $1 AND state IN ('leased', 'running') \
+                 ORDER BY lease_expires_ms LIMIT $2) AS expired ",
+                lane_order!()
             )
         };
         let expired: Vec<TaskRow> = sqlx::query_as(pick)
