@@ -61,6 +61,20 @@ async fn report_pass(store: &Store, task: &pyti_wire::job::ClaimedTask) {
         .unwrap();
 }
 
+/// A store on `db` (manual clock at `START`, 3 attempts) where `package` was submitted by alice
+/// for debian-12 and its task is leased to slave `s` (one slot).
+async fn one_leased_task(
+    db: &TestDb,
+    package: &str,
+) -> (Clock, Store, pyti_wire::job::ClaimedTask) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    submit(&store, package, &["debian-12"], 5, "alice").await;
+    register(&store, "s", &["debian-12"], 1).await;
+    let task = store.try_claim("s").await.unwrap().unwrap();
+    (clock, store, task)
+}
+
 fn infra(reason: &str) -> ReportOutcome {
     ReportOutcome::Infrastructure {
         reason: reason.into(),
@@ -146,11 +160,7 @@ async fn a_task_goes_from_queued_to_finished_with_its_raw_data(db: &TestDb) {
 }
 
 async fn a_failing_step_fails_the_task_and_is_not_retried(db: &TestDb) {
-    let clock = Clock::manual(START);
-    let store = db.store(&clock, 3).await;
-    submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice").await;
-    register(&store, "s", &["debian-12"], 1).await;
-    let task = store.try_claim("s").await.unwrap().unwrap();
+    let (_clock, store, task) = one_leased_task(db, "attrs==23.1.0").await;
     let r = store
         .report_result(&report(
             &task,
@@ -324,13 +334,8 @@ async fn heartbeats_renew_only_the_leases_the_slave_lists(db: &TestDb) {
 async fn a_restarted_master_gives_open_leases_a_full_period_before_expiring_them(db: &TestDb) {
     // The master was down for longer than a lease while the slave kept working: when it comes
     // back, the slave gets a full lease period to heartbeat before its task is requeued.
-    let clock = Clock::manual(START);
-    let store = db.store(&clock, 3).await;
-    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
-        .await
-        .task_ids[0];
-    register(&store, "s", &["debian-12"], 1).await;
-    store.try_claim("s").await.unwrap().unwrap();
+    let (clock, store, task) = one_leased_task(db, "six==1.16.0").await;
+    let task_id = task.task_id;
     let lease_ms = 60_000; // common::TestDb's stores
     clock.advance_ms(3 * lease_ms);
     assert_eq!(store.extend_open_leases().await.unwrap(), 1);
@@ -714,13 +719,8 @@ async fn a_lease_s_attempt_and_log_line_are_written_by_its_first_change(db: &Tes
 }
 
 async fn a_lease_granted_before_the_upgrade_is_recorded_once(db: &TestDb) {
-    let clock = Clock::manual(START);
-    let store = db.store(&clock, 3).await;
-    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
-        .await
-        .task_ids[0];
-    register(&store, "s", &["debian-12"], 1).await;
-    let t = store.try_claim("s").await.unwrap().unwrap();
+    let (clock, store, t) = one_leased_task(db, "six==1.16.0").await;
+    let task_id = t.task_id;
     store.close().await;
     // The database as an earlier master left it: the claim wrote the attempt and the log line,
     // and tasks had no `leased_ms`.

@@ -75,16 +75,15 @@ pub(crate) async fn progress(
         } else {
             None
         };
-        sqlx::query(
-        "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(task.id)
-    .bind(task.attempt)
-    .bind(now)
-    .bind(&report.phase)
-    .bind(&report.message)
-    .execute(&mut *tx)
-    .await?;
+        transition::log(
+            &mut tx,
+            task.id,
+            task.attempt,
+            now,
+            &report.phase,
+            &report.message,
+        )
+        .await?;
         Ok(change)
     })
 }

@@ -127,15 +127,7 @@ pub(crate) async fn apply(
             Some(end) => format!("{from} -> {to}: {}", end.reason),
             None => format!("{from} -> {to}"),
         };
-        sqlx::query(
-            "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) VALUES ($1, $2, $3, 'state', $4)",
-        )
-        .bind(task.id)
-        .bind(attempt)
-        .bind(now)
-        .bind(message)
-        .execute(&mut **tx)
-        .await?;
+        log(tx, task.id, attempt, now, "state", &message).await?;
     }
     Ok(Change {
         job_id: task.job_id,
@@ -176,17 +168,31 @@ pub(crate) async fn record_lease(
     .execute(&mut **tx)
     .await?;
     if written.rows_affected() == 1 {
-        sqlx::query(
-            "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) \
-             VALUES ($1, $2, $3, 'state', $4)",
-        )
-        .bind(task.id)
-        .bind(task.attempt)
-        .bind(leased_ms)
-        .bind(format!("{LEASE_LINE}{slave}"))
-        .execute(&mut **tx)
-        .await?;
+        let message = format!("{LEASE_LINE}{slave}");
+        log(tx, task.id, task.attempt, leased_ms, "state", &message).await?;
     }
+    Ok(())
+}
+
+/// Adds a line to a task's log.
+pub(crate) async fn log(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    task_id: i64,
+    attempt: i64,
+    at_ms: i64,
+    phase: &str,
+    message: &str,
+) -> Result<(), MasterError> {
+    sqlx::query(
+        "INSERT INTO task_log (task_id, attempt, at_ms, phase, message) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(task_id)
+    .bind(attempt)
+    .bind(at_ms)
+    .bind(phase)
+    .bind(message)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
