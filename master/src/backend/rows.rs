@@ -23,9 +23,10 @@ pub(crate) struct TaskRow {
     pub cancel_requested: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
-    /// When the current lease was granted, while its attempt row and log line are still to be
-    /// written (see [`record_lease`](super::transition::record_lease)); `None` for a lease an
-    /// earlier version recorded when it was granted.
+    /// When the task's latest lease was granted. While the task is leased and that attempt has
+    /// no row yet, its row and log line are still to be written (see
+    /// [`record_lease`](super::transition::record_lease)). `None` for a lease granted by an
+    /// earlier version, which wrote both at once.
     pub leased_ms: Option<i64>,
 }
 
