@@ -10,7 +10,7 @@
 macro_rules! task_columns {
     () => {
         "id, job_id, recipe, snapshot_id, submitter, priority, state, verdict, attempt, lease_id, \
-         lease_slave, lease_expires_ms, cancel_requested, created_ms, updated_ms, leased_ms"
+         lease_slave, lease_expires_ms, cancel_requested, created_ms, updated_ms"
     };
 }
 

@@ -722,17 +722,14 @@ async fn a_lease_granted_before_the_upgrade_is_recorded_once(db: &TestDb) {
     let (clock, store, t) = one_leased_task(db, "six==1.16.0").await;
     let task_id = t.task_id;
     store.close().await;
-    // The database as an earlier master left it: the claim wrote the attempt and the log line,
-    // and tasks had no `leased_ms`.
-    let migration = if db.is_postgres() { 5 } else { 3 };
-    db.execute(&format!(
+    // The database as an earlier master left it: its claim wrote the attempt and the log line.
+    db.execute(
         "INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) \
-             SELECT id, attempt, lease_slave, lease_id, leased_ms FROM tasks; \
+             SELECT id, attempt, lease_slave, lease_id, updated_ms FROM tasks; \
          INSERT INTO task_log (task_id, attempt, at_ms, phase, message) \
-             SELECT id, attempt, leased_ms, 'state', 'queued -> leased by ' || lease_slave FROM tasks; \
-         ALTER TABLE tasks DROP COLUMN leased_ms; \
-         DELETE FROM _sqlx_migrations WHERE version = {migration}"
-    ))
+             SELECT id, attempt, updated_ms, 'state', 'queued -> leased by ' || lease_slave \
+             FROM tasks",
+    )
     .await;
 
     let store = db.store(&clock, 3).await;

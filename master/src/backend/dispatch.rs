@@ -62,21 +62,23 @@ pub(crate) async fn register(
         .await?;
         // Locked in task order (as cancelling a job locks its tasks), ended lane by lane (see
         // `lane_order!`).
+        macro_rules! orphaned {
+            ($lock:literal) => {
+                concat!(
+                    "SELECT * FROM (SELECT ",
+                    task_columns!(),
+                    " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
+                     ORDER BY id",
+                    $lock,
+                    ") AS orphaned ",
+                    lane_order!()
+                )
+            };
+        }
         let pick = if POSTGRES {
-            concat!(
-                "SELECT * FROM (SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') \
-                 ORDER BY id FOR UPDATE) AS orphaned ",
-                lane_order!()
-            )
+            orphaned!(" FOR UPDATE")
         } else {
-            concat!(
-                "SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE lease_slave = $1 AND state IN ('leased', 'running') ",
-                lane_order!()
-            )
+            orphaned!("")
         };
         let orphaned: Vec<TaskRow> = sqlx::query_as(pick).bind(name).fetch_all(&mut *tx).await?;
         let reason = format!(
@@ -126,27 +128,21 @@ pub(crate) async fn slave(p: Pools<'_>, name: &str) -> Result<Option<(String, i6
 /// another master) is dropped and its claimers try the next lane.
 const PICK_ROUNDS: usize = 3;
 
-/// Reads the first `limit` lanes with work (all with `None`), and the newest `last_served`
-/// mark (see [`Lanes`]).
-async fn read_lanes(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    limit: Option<usize>,
-) -> Result<Lanes, MasterError> {
-    let bound = limit.map_or(i64::MAX, |n| n as i64);
-    // `0 + $1`: see the pick's LIMIT (SQLite would prepare the statement again every time).
+/// Reads every lane with work, and the newest `last_served` mark (see [`Lanes`]): when the
+/// first lanes [`read_slaves_and_lanes`] read do not serve every claim's recipes.
+async fn read_all_lanes(tx: &mut sqlx::Transaction<'static, Db>) -> Result<Lanes, MasterError> {
     let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT recipe, priority, submitter, queued, last_served, \
          (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes WHERE queued > 0 \
-         ORDER BY priority DESC, last_served ASC, recipe, submitter LIMIT 0 + $1",
+         ORDER BY priority DESC, last_served ASC, recipe, submitter",
     )
-    .bind(bound)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(Lanes::from_rows(rows, limit))
+    Ok(Lanes::from_rows(rows, None))
 }
 
 /// The rows of [`read_slaves_and_lanes`]: a slave's `(name, held)` with the lane columns
-/// empty, or a lane's columns as [`read_lanes`] reads them with the slave columns empty.
+/// empty, or a lane's columns as [`read_all_lanes`] reads them with the slave columns empty.
 type SlaveOrLaneRow = (
     Option<String>,
     i64,
@@ -254,7 +250,7 @@ pub(crate) async fn claim_batch(
                 if let Some(by_lane) = lanes.assign(&pending, wants) {
                     break by_lane;
                 }
-                lanes.add_unread(read_lanes(&mut tx, None).await?);
+                lanes.add_unread(read_all_lanes(&mut tx).await?);
             };
             let lanes = &mut lanes.lanes;
             let mut retry = Vec::new();
@@ -498,22 +494,23 @@ pub(crate) async fn expire(
 ) -> Result<Vec<Change>, MasterError> {
     write_tx!(p, |tx| {
         // The leases that ran out first, ended lane by lane (see `lane_order!`).
+        macro_rules! expired {
+            ($lock:literal) => {
+                concat!(
+                    "SELECT * FROM (SELECT ",
+                    task_columns!(),
+                    " FROM tasks WHERE lease_expires_ms < $1 AND state IN ('leased', 'running') \
+                     ORDER BY lease_expires_ms LIMIT $2",
+                    $lock,
+                    ") AS expired ",
+                    lane_order!()
+                )
+            };
+        }
         let pick = if POSTGRES {
-            concat!(
-                "SELECT * FROM (SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE lease_expires_ms < $1 AND state IN ('leased', 'running') \
-                 ORDER BY lease_expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED) AS expired ",
-                lane_order!()
-            )
+            expired!(" FOR UPDATE SKIP LOCKED")
         } else {
-            concat!(
-                "SELECT * FROM (SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE lease_expires_ms < $1 AND state IN ('leased', 'running') \
-                 ORDER BY lease_expires_ms LIMIT $2) AS expired ",
-                lane_order!()
-            )
+            expired!("")
         };
         let expired: Vec<TaskRow> = sqlx::query_as(pick)
             .bind(now)

@@ -14,7 +14,7 @@ pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
 /// (see [`record_lease`](super::transition::record_lease)): readers show them from the task.
 macro_rules! unrecorded_lease {
     () => {
-        "state = 'leased' AND leased_ms IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts \
+        "state = 'leased' AND NOT EXISTS (SELECT 1 FROM attempts \
          WHERE attempts.task_id = tasks.id AND attempts.attempt = tasks.attempt)"
     };
 }
@@ -134,7 +134,7 @@ pub(crate) async fn task(
     let attempts: Vec<AttemptRow> = sqlx::query_as(concat!(
         "SELECT attempt, slave, leased_ms, started_ms, finished_ms, outcome, reason, \
              report_sha256, raw_result FROM attempts WHERE task_id = $1 \
-             UNION ALL SELECT attempt, lease_slave, leased_ms, NULL, NULL, NULL, NULL, NULL, NULL \
+             UNION ALL SELECT attempt, lease_slave, updated_ms, NULL, NULL, NULL, NULL, NULL, NULL \
              FROM tasks WHERE id = $1 AND ",
         unrecorded_lease!(),
         " ORDER BY attempt"
@@ -162,7 +162,7 @@ pub(crate) async fn task_log(
             "SELECT at_ms, attempt, phase, message FROM (\
                  SELECT id AS line, at_ms, attempt, phase, message FROM task_log \
                  WHERE task_id = $1 \
-                 UNION ALL SELECT NULL, leased_ms, attempt, 'state', $2 || lease_slave \
+                 UNION ALL SELECT NULL, updated_ms, attempt, 'state', $2 || lease_slave \
                  FROM tasks WHERE id = $1 AND ",
             unrecorded_lease!(),
             ") AS lines ORDER BY line IS NULL, line"

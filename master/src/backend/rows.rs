@@ -22,12 +22,9 @@ pub(crate) struct TaskRow {
     pub lease_expires_ms: Option<i64>,
     pub cancel_requested: i64,
     pub created_ms: i64,
+    /// When the row last changed state; while the task is leased, when the lease was granted
+    /// (heartbeats and a cancellation request leave it alone).
     pub updated_ms: i64,
-    /// When the task's latest lease was granted. While the task is leased and that attempt has
-    /// no row yet, its row and log line are still to be written (see
-    /// [`record_lease`](super::transition::record_lease)). `None` for a lease granted by an
-    /// earlier version, which wrote both at once.
-    pub leased_ms: Option<i64>,
 }
 
 impl TaskRow {

@@ -137,25 +137,22 @@ pub(crate) async fn apply(
     })
 }
 
-/// Writes the attempt row and the "queued -> leased" log line of `task`'s lease, if the claim
-/// that granted it left them to be written (`leased_ms` set): a claim batch writes only the
-/// tasks' rows (and its slaves' and lanes' counts), four B-trees fewer per claim on SQLite
+/// Writes the attempt row and the "queued -> leased" log line of leased `task`'s lease, at the
+/// time it was granted (`updated_ms`), unless they are written already (a lease granted by an
+/// earlier version, or a second call). A claim batch writes only the tasks' rows (and its
+/// slaves' and lanes' counts), four B-trees fewer per claim on SQLite
 /// (the claim benchmark's closed loop: 19,200 claims/s before, 22,300-23,000 after). Called by
 /// every change of a leased task before anything else of its attempt is written, so the log
-/// keeps its order; readers show the two from the task until then. Writes nothing the second
-/// time in a transaction.
+/// keeps its order; readers show the two from the task until then.
 pub(crate) async fn record_lease(
     tx: &mut sqlx::Transaction<'static, Db>,
     task: &TaskRow,
 ) -> Result<(), MasterError> {
-    let (Some(leased_ms), Some(slave), Some(lease_id)) =
-        (task.leased_ms, &task.lease_slave, &task.lease_id)
+    let (TaskState::Leased, Some(slave), Some(lease_id)) =
+        (task.state()?, &task.lease_slave, &task.lease_id)
     else {
         return Ok(());
     };
-    if task.state()? != TaskState::Leased {
-        return Ok(());
-    }
     let written = sqlx::query(
         "INSERT INTO attempts (task_id, attempt, slave, lease_id, leased_ms) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) DO NOTHING",
@@ -164,12 +161,20 @@ pub(crate) async fn record_lease(
     .bind(task.attempt)
     .bind(slave)
     .bind(lease_id)
-    .bind(leased_ms)
+    .bind(task.updated_ms)
     .execute(&mut **tx)
     .await?;
     if written.rows_affected() == 1 {
         let message = format!("{LEASE_LINE}{slave}");
-        log(tx, task.id, task.attempt, leased_ms, "state", &message).await?;
+        log(
+            tx,
+            task.id,
+            task.attempt,
+            task.updated_ms,
+            "state",
+            &message,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -241,7 +246,7 @@ pub(crate) struct LaneServed<'a> {
 
 /// [`Transition::Lease`] for many queued tasks at once (the claim batcher), in one call to the
 /// database whatever the batch size (one statement on PostgreSQL): the tasks' rows (state,
-/// lease, `leased_ms`), their slaves' held counts and their lanes' counts. Each lease's attempt
+/// lease, `updated_ms` the lease's time), their slaves' held counts and their lanes' counts. Each lease's attempt
 /// row and log line are written by its first change ([`record_lease`]).
 pub(crate) async fn lease_batch(
     tx: &mut sqlx::Transaction<'static, Db>,
@@ -331,7 +336,7 @@ async fn lease_in_one_statement(
                  AS p (id BIGINT, state TEXT, slave TEXT, lease_id TEXT) \
          ), leased AS ( \
              UPDATE tasks SET state = $3, lease_id = picked.lease_id, lease_slave = picked.slave, \
-                 lease_expires_ms = $4, updated_ms = $5, leased_ms = $5 \
+                 lease_expires_ms = $4, updated_ms = $5 \
              FROM picked WHERE tasks.id = ANY (ARRAY(SELECT id FROM picked)) \
                  AND tasks.id = picked.id AND tasks.state = picked.state \
              RETURNING tasks.lease_slave \
@@ -384,7 +389,6 @@ async fn lease_in_one_call(
     q.push_bind(leased);
     q.push(", lease_expires_ms = ").push_bind(expires_ms);
     q.push(", updated_ms = ").push_bind(now);
-    q.push(", leased_ms = ").push_bind(now);
     q.push(", lease_id = CASE id");
     for l in leases {
         q.push(" WHEN ").push_bind(l.task.id);

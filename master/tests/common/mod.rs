@@ -103,11 +103,6 @@ impl TestDb {
         }
     }
 
-    /// Whether this is the PostgreSQL database.
-    pub fn is_postgres(&self) -> bool {
-        self.schema.is_some()
-    }
-
     /// Drops the PostgreSQL schema (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         if let Some(schema) = &self.schema {
