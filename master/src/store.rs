@@ -981,9 +981,10 @@ async fn batch_claims(
         Backend::Postgres { .. } => POSTGRES_CLAIM_BATCHES,
     };
     let in_flight = Arc::new(Semaphore::new(batches));
-    // Claims in the batches being written, and the claims taken off the channel but not yet
-    // in a batch (at most CLAIM_QUEUE: the channel's room bounds the rest).
+    // Claims in the batches being written.
     let claims_in_flight = Arc::new(AtomicUsize::new(0));
+    // Claims taken off the channel and not yet in a batch, oldest first: at most CLAIM_QUEUE,
+    // so with the channel's own room at most twice that many claims wait.
     let mut waiting: VecDeque<ClaimJob> = VecDeque::new();
     loop {
         if waiting.is_empty() {
