@@ -10,10 +10,10 @@
 //!    transaction, asked to drop every page beyond the database (any database under 1 GiB
 //!    ends far below that key), it walks every page it holds: the writer's 64 MiB cache,
 //!    16,384 pages, after nearly every claim batch's commit. That walk was 19% of the writer's
-//!    time in the claim benchmark (15,900 claims/s, 17,800 without it). The wrapper below hands every call to the
-//!    default cache unchanged, except that the lock page's number is kept under key 0, which
-//!    no page ever has: the parked page is found, moved and moved back as before, and the
-//!    highest key stays within the database.
+//!    time in the claim benchmark (15,900 claims/s, 17,800 without it). The wrapper below
+//!    hands every call to the default cache unchanged, except that the lock page's number is
+//!    kept under key 0, which no page ever has: the parked page is found, moved and moved back
+//!    as before, and the highest key stays within the database.
 //!
 //! SQLite takes these settings only before it is initialized. If something initialized it
 //! first, the defaults stay: everything works as before, only slower.

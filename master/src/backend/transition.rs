@@ -246,8 +246,8 @@ pub(crate) struct LaneServed<'a> {
 
 /// [`Transition::Lease`] for many queued tasks at once (the claim batcher), in one call to the
 /// database whatever the batch size (one statement on PostgreSQL): the tasks' rows (state,
-/// lease, `updated_ms` the lease's time), their slaves' held counts and their lanes' counts. Each lease's attempt
-/// row and log line are written by its first change ([`record_lease`]).
+/// lease, `updated_ms` the lease's time), their slaves' held counts and their lanes' counts.
+/// Each lease's attempt row and log line are written by its first change ([`record_lease`]).
 pub(crate) async fn lease_batch(
     tx: &mut sqlx::Transaction<'static, Db>,
     leases: &[BatchLease<'_>],
