@@ -12,7 +12,8 @@ use pyti_wire::job::AttemptOutcome;
 use std::collections::{HashMap, HashSet};
 
 /// A picked task's job: its package spec and whether it has an upload ([`PickedRow`]'s
-/// columns). Subqueries rather than a join, so `FOR UPDATE` locks only the task.
+/// columns), as subqueries beside the task's unqualified columns (SQLite's pick; PostgreSQL's
+/// joins `jobs` once per task instead).
 macro_rules! package_columns {
     () => {
         "(SELECT package_spec FROM jobs WHERE jobs.id = tasks.job_id) AS package_spec, \
@@ -128,16 +129,35 @@ pub(crate) async fn slave(p: Pools<'_>, name: &str) -> Result<Option<(String, i6
 /// another master) is dropped and its claimers try the next lane.
 const PICK_ROUNDS: usize = 3;
 
-/// Reads every lane with work, and the newest `last_served` mark (see [`Lanes`]): when the
-/// first lanes [`read_slaves_and_lanes`] read do not serve every claim's recipes.
-async fn read_all_lanes(tx: &mut sqlx::Transaction<'static, Db>) -> Result<Lanes, MasterError> {
-    let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT recipe, priority, submitter, queued, last_served, \
-         (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes WHERE queued > 0 \
-         ORDER BY priority DESC, last_served ASC, recipe, submitter",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+/// Reads every lane with work for one of `recipes` (those of the claims still pending), and
+/// the newest `last_served` mark of all lanes (see [`Lanes`]): when the first lanes
+/// [`read_slaves_and_lanes`] read do not serve every claim's recipes. The other lanes cannot
+/// take any of these claims, and leaving them out keeps the order of those read, so a slave
+/// whose recipes have no work reads no lane rather than every lane of every other recipe.
+async fn read_all_lanes(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    recipes: &[&str],
+) -> Result<Lanes, MasterError> {
+    macro_rules! lanes_of {
+        ($recipes:literal) => {
+            concat!(
+                "SELECT recipe, priority, submitter, queued, last_served, \
+                 (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
+                 WHERE queued > 0 AND recipe IN (",
+                $recipes,
+                ") ORDER BY priority DESC, last_served ASC, recipe, submitter"
+            )
+        };
+    }
+    let sql = if POSTGRES {
+        lanes_of!("SELECT jsonb_array_elements_text($1::jsonb)")
+    } else {
+        lanes_of!("SELECT value FROM json_each($1)")
+    };
+    let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(sql)
+        .bind(serde_json::json!(recipes).to_string())
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(Lanes::from_rows(rows, None))
 }
 
@@ -250,7 +270,13 @@ pub(crate) async fn claim_batch(
                 if let Some(by_lane) = lanes.assign(&pending, wants) {
                     break by_lane;
                 }
-                lanes.add_unread(read_all_lanes(&mut tx).await?);
+                let mut recipes: Vec<&str> = pending
+                    .iter()
+                    .flat_map(|&w| wants[w].recipes.iter().map(String::as_str))
+                    .collect();
+                recipes.sort_unstable();
+                recipes.dedup();
+                lanes.add_unread(read_all_lanes(&mut tx, &recipes).await?);
             };
             let lanes = &mut lanes.lanes;
             let mut retry = Vec::new();
@@ -334,7 +360,10 @@ pub(crate) async fn claim_batch(
 /// rows that stopped being queued since the statement began: a lane comes back short only
 /// when it has no more unlocked queued tasks. The lanes travel as one JSON parameter, so the
 /// statement's text is the same for every batch and the server plans it once per connection.
-/// Each lane is a `LATERAL` index scan whatever the planner guesses for the JSON's length.
+/// Each lane is a `LATERAL` index scan whatever the planner guesses for the JSON's length. The
+/// job's columns come from one join outside the locking subquery, so `FOR UPDATE` locks only
+/// the task, and each task costs one lookup of its job rather than the two of
+/// `package_columns!`.
 async fn pick_oldest(
     tx: &mut sqlx::Transaction<'static, Db>,
     wanted: &[(&Lane, i64)],
@@ -353,16 +382,16 @@ async fn pick_oldest(
             })
             .collect();
         return Ok(sqlx::query_as(concat!(
-            "SELECT oldest.* FROM jsonb_to_recordset($1::jsonb) \
+            "SELECT oldest.*, jobs.package_spec, jobs.upload IS NOT NULL AS has_upload \
+             FROM jsonb_to_recordset($1::jsonb) \
                  AS lane (recipe TEXT, priority BIGINT, submitter TEXT, after_id BIGINT, wanted BIGINT) \
              CROSS JOIN LATERAL (SELECT ",
             task_columns!(),
-            ", ",
-            package_columns!(),
             " FROM tasks WHERE state = 'queued' \
                  AND recipe = lane.recipe AND priority = lane.priority \
                  AND submitter = lane.submitter AND id > lane.after_id \
                  ORDER BY id LIMIT lane.wanted FOR UPDATE SKIP LOCKED) AS oldest \
+             JOIN jobs ON jobs.id = oldest.job_id \
              ORDER BY oldest.id"
         ))
         .bind(serde_json::Value::Array(lanes).to_string())

@@ -37,14 +37,14 @@ pub(crate) struct Lane {
 /// the lanes not read are all behind those read. So a claim sent to a lane it is the first to
 /// reach is sent there whatever the unread lanes are. Only two kinds of claim need them: one that
 /// finds no lane, and one that reaches a lane already served in the batch while lanes of that
-/// lane's priority may be unread (an unread one would be before it). Then every lane is read
-/// and the round is decided again. A batch reads O(claims) lanes, not one row per recipe ×
-/// priority × submitter that has work.
+/// lane's priority may be unread (an unread one would be before it). Then every lane of the
+/// pending claims' recipes is read and the round is decided again. A batch reads O(claims)
+/// lanes, not one row per recipe × priority × submitter that has work.
 pub(crate) struct Lanes {
     pub lanes: Vec<Lane>,
     /// The last `last_served` mark given out (the next one is this + 1).
     pub serial: i64,
-    /// Whether every lane with work was read.
+    /// Whether every lane with work that a pending claim could take was read.
     pub complete: bool,
 }
 
@@ -80,9 +80,9 @@ impl Lanes {
         }
     }
 
-    /// Adds the lanes of a read of every lane that this batch has not read yet. The lanes
-    /// already read keep their place and what the batch did to them; the others go behind
-    /// them, where they are in line.
+    /// Adds the lanes of a read of every lane of the pending claims' recipes that this batch
+    /// has not read yet. The lanes already read keep their place and what the batch did to
+    /// them; the others go behind them, where they are in line.
     pub(crate) fn add_unread(&mut self, all: Lanes) {
         let known: HashSet<LaneKey> = self.lanes.iter().map(Lane::key).collect();
         self.lanes
