@@ -225,8 +225,12 @@ pub enum TokenCommand {
         #[arg(long, env = "PYTI_DATABASE")]
         database: Option<String>,
     },
-    /// List tokens (names, roles, creation times; never the secrets).
+    /// List the active tokens (names, roles, creation times; never the secrets).
     List {
+        /// Also list revoked tokens, with when they were revoked (`pyti run` revokes the token
+        /// of its embedded master and slave when it ends, so one is left per run).
+        #[arg(long)]
+        all: bool,
         #[arg(long, env = "PYTI_DATABASE")]
         database: Option<String>,
     },

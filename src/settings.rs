@@ -92,7 +92,7 @@ pub fn apply(
             }
             Some(MasterCommand::Token(
                 TokenCommand::Add { database, .. }
-                | TokenCommand::List { database }
+                | TokenCommand::List { database, .. }
                 | TokenCommand::Revoke { database, .. },
             )) => r.resolve("master.database", database, |f| {
                 f.master.database.clone().map(Some)

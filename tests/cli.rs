@@ -366,3 +366,47 @@ fn tokens_in_the_config_file_are_masked_and_a_readable_file_is_warned_about() {
     assert!(out.status.success(), "{out:?}");
     assert!(!stderr(&out).contains("chmod"), "{}", stderr(&out));
 }
+
+#[test]
+fn token_list_shows_the_active_tokens_and_all_adds_the_revoked_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("master.db").display());
+    for name in ["keeper", "gone"] {
+        let out = pyti(&[
+            "master",
+            "token",
+            "add",
+            name,
+            "--role",
+            "reader",
+            "--database",
+            &db,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = pyti(&["master", "token", "revoke", "gone", "--database", &db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = pyti(&["master", "token", "list", "--database", &db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("keeper"), "{table}");
+    assert!(
+        !table.contains("gone") && !table.contains("revoked"),
+        "{table}"
+    );
+    assert!(
+        stderr(&out).contains("1 revoked token(s) not shown (--all lists them)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = pyti(&["master", "token", "list", "--all", "--database", &db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("keeper") && table.contains("gone") && table.contains("revoked"),
+        "{table}"
+    );
+    assert!(!stderr(&out).contains("not shown"), "{}", stderr(&out));
+}

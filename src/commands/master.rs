@@ -84,19 +84,36 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             );
             println!("{secret}");
         }
-        TokenCommand::List { database } => {
+        TokenCommand::List { all, database } => {
             let store = open_store(database).await?;
+            let (shown, revoked): (Vec<_>, Vec<_>) = tokens::list(&store)
+                .await?
+                .into_iter()
+                .partition(|t| all || t.revoked_at_ms.is_none());
             let mut table = super::new_table();
-            table.set_header(["name", "role", "created", "revoked"]);
-            for t in tokens::list(&store).await? {
-                table.add_row([
+            if all {
+                table.set_header(["name", "role", "created", "revoked"]);
+            } else {
+                table.set_header(["name", "role", "created"]);
+            }
+            for t in shown {
+                let mut row = vec![
                     t.name,
                     t.role.as_str().to_string(),
                     super::format_ms(t.created_at_ms),
-                    t.revoked_at_ms.map(super::format_ms).unwrap_or_default(),
-                ]);
+                ];
+                if all {
+                    row.push(t.revoked_at_ms.map(super::format_ms).unwrap_or_default());
+                }
+                table.add_row(row);
             }
             println!("{table}");
+            if !revoked.is_empty() {
+                eprintln!(
+                    "{} revoked token(s) not shown (--all lists them)",
+                    revoked.len()
+                );
+            }
         }
         TokenCommand::Revoke { name, database } => {
             let store = open_store(database).await?;
