@@ -86,7 +86,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { all, database } => {
             let store = open_store(database).await?;
-            let (shown, revoked): (Vec<_>, Vec<_>) = tokens::list(&store)
+            let (shown, hidden): (Vec<_>, Vec<_>) = tokens::list(&store)
                 .await?
                 .into_iter()
                 .partition(|t| all || t.revoked_at_ms.is_none());
@@ -108,10 +108,10 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 table.add_row(row);
             }
             println!("{table}");
-            if !revoked.is_empty() {
+            if !hidden.is_empty() {
                 eprintln!(
                     "{} revoked token(s) not shown (--all lists them)",
-                    revoked.len()
+                    hidden.len()
                 );
             }
         }
