@@ -138,22 +138,13 @@ async fn read_all_lanes(
     tx: &mut sqlx::Transaction<'static, Db>,
     recipes: &[&str],
 ) -> Result<Lanes, MasterError> {
-    macro_rules! lanes_of {
-        ($recipes:literal) => {
-            concat!(
-                "SELECT recipe, priority, submitter, queued, last_served, \
-                 (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
-                 WHERE queued > 0 AND recipe IN (",
-                $recipes,
-                ") ORDER BY priority DESC, last_served ASC, recipe, submitter"
-            )
-        };
-    }
-    let sql = if POSTGRES {
-        lanes_of!("SELECT jsonb_array_elements_text($1::jsonb)")
-    } else {
-        lanes_of!("SELECT value FROM json_each($1)")
-    };
+    let sql = concat!(
+        "SELECT recipe, priority, submitter, queued, last_served, \
+         (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
+         WHERE queued > 0 AND recipe IN (",
+        json_text_elements!("$1"),
+        ") ORDER BY priority DESC, last_served ASC, recipe, submitter"
+    );
     let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(sql)
         .bind(serde_json::json!(recipes).to_string())
         .fetch_all(&mut **tx)
@@ -186,12 +177,14 @@ async fn read_slaves_and_lanes(
     let limit = wants.len() + 1;
     let names: Vec<&str> = wants.iter().map(|w| w.slave).collect();
     macro_rules! with_first_lanes {
-        ($held:literal) => {
+        ($lock:literal) => {
             // `0 + $2`: see the pick's LIMIT (SQLite would prepare the statement again every
             // time). The outer ORDER BY puts the lanes in line (a UNION keeps no order).
             concat!(
-                "WITH held AS (",
-                $held,
+                "WITH held AS (SELECT name, held FROM slaves WHERE name IN (",
+                json_text_elements!("$1"),
+                ")",
+                $lock,
                 ") SELECT name, held, NULL AS recipe, 0 AS priority, NULL AS submitter, \
                      0 AS queued, 0 AS last_served, 0 AS serial FROM held \
                  UNION ALL \
@@ -204,15 +197,9 @@ async fn read_slaves_and_lanes(
         };
     }
     let sql = if POSTGRES {
-        with_first_lanes!(
-            "SELECT name, held FROM slaves \
-             WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb)) \
-             ORDER BY name FOR UPDATE"
-        )
+        with_first_lanes!(" ORDER BY name FOR UPDATE")
     } else {
-        with_first_lanes!(
-            "SELECT name, held FROM slaves WHERE name IN (SELECT value FROM json_each($1))"
-        )
+        with_first_lanes!("")
     };
     let rows: Vec<SlaveOrLaneRow> = sqlx::query_as(sql)
         .bind(serde_json::json!(names).to_string())

@@ -22,6 +22,14 @@ pub(crate) async fn begin_write(
     p.write.begin().await
 }
 
+/// The text elements of the JSON array parameter `$param` (a `"$N"` literal), as the rows of a
+/// subquery, for `concat!`: how the shared SQL passes a list in one parameter.
+macro_rules! json_text_elements {
+    ($param:literal) => {
+        concat!("SELECT jsonb_array_elements_text(", $param, "::jsonb)")
+    };
+}
+
 #[path = "dispatch.rs"]
 pub(crate) mod dispatch;
 #[path = "jobs.rs"]

@@ -23,6 +23,14 @@ pub(crate) async fn begin_write(
     p.write.begin_with("BEGIN IMMEDIATE").await
 }
 
+/// The text elements of the JSON array parameter `$param` (a `"$N"` literal), as the rows of a
+/// subquery, for `concat!`: how the shared SQL passes a list in one parameter.
+macro_rules! json_text_elements {
+    ($param:literal) => {
+        concat!("SELECT value FROM json_each(", $param, ")")
+    };
+}
+
 #[path = "dispatch.rs"]
 pub(crate) mod dispatch;
 #[path = "jobs.rs"]
