@@ -60,6 +60,12 @@ pub enum Command {
     Results(ResultsArgs),
     /// Cancel a job: queued tasks are cancelled, running ones are stopped by their slave.
     Cancel(CancelArgs),
+    /// Compare a package's results across its versions and recipes: which versions regressed.
+    ///
+    /// One row per recipe, one column per version (in the order they were first submitted),
+    /// each cell the latest verdict. Exit code: 0 no regression, 1 a version does worse on a
+    /// recipe than the version before it passed.
+    Compare(CompareArgs),
     /// List, validate and show recipe files.
     #[command(subcommand)]
     Recipes(RecipesCommand),
@@ -255,6 +261,20 @@ pub enum TokenRole {
     Admin,
 }
 
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The package's name (as on PyPI: case, `-`, `_` and `.` do not matter).
+    pub package: String,
+    /// Only these recipes (repeat or comma-separate; default: every recipe it ran on).
+    #[arg(long = "recipe", value_delimiter = ',')]
+    pub recipes: Vec<String>,
+    /// Print the comparison as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: MasterConnection,
+}
+
 /// How to reach a master.
 #[derive(Debug, Args, Clone)]
 pub struct MasterConnection {
@@ -301,6 +321,11 @@ pub struct SubmitArgs {
     /// A label saying why the job was submitted (e.g. "nightly", "release 2.0").
     #[arg(long)]
     pub label: Option<String>,
+    /// Wait until the job is done, showing its tasks' state changes as they happen, then print
+    /// its results; the exit code is then that of `pyti results` (0 all passed, 1 any failed,
+    /// 2 an infrastructure error).
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub connection: MasterConnection,
 }

@@ -20,7 +20,7 @@
 //! name = "builder-1"
 //! mode = "warm"
 //!
-//! [client]                            # pyti submit | status | results | cancel
+//! [client]                            # pyti submit | status | results | cancel | compare
 //! master = "http://master:7420"
 //! token = "SECRET"
 //!
@@ -119,7 +119,8 @@ pub struct SlaveSection {
     pub mode: Option<SlotMode>,
 }
 
-/// `[client]`: the commands that talk to a master (`submit`, `status`, `results`, `cancel`).
+/// `[client]`: the commands that talk to a master (`submit`, `status`, `results`, `cancel`,
+/// `compare`).
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {

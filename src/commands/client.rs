@@ -1,15 +1,25 @@
-//! `pyti submit | status | results | cancel`: talking to a master over JSON-RPC.
+//! `pyti submit | status | results | cancel | compare`: talking to a master over JSON-RPC.
 
 use super::package_arg::package_spec;
 use super::report::{self, JobResults};
-use crate::cli::{CancelArgs, MasterConnection, ResultsArgs, StatusArgs, SubmitArgs};
+use crate::cli::{CancelArgs, CompareArgs, MasterConnection, ResultsArgs, StatusArgs, SubmitArgs};
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use jsonrpsee::http_client::HttpClient;
-use pyti_wire::client::http_client;
-use pyti_wire::job::{JobFilter, JobId, JobSpec};
+use pyti_wire::client::{http_client, ws_client};
+use pyti_wire::job::{
+    CompareRequest, Event, EventFilter, Job, JobFilter, JobId, JobSpec, TaskState,
+};
 use pyti_wire::rpc::PytiApiClient;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// `submit --wait`: how many times in a row following a job may fail (the master unreachable,
+/// its event stream cut) before the command gives up, and the pause between two tries: about
+/// a minute, long enough for a master to restart.
+const FOLLOW_TRIES: u32 = 30;
+const FOLLOW_PAUSE: Duration = Duration::from_secs(2);
 
 fn connect(connection: &MasterConnection) -> anyhow::Result<HttpClient> {
     Ok(http_client(
@@ -89,8 +99,137 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(ExitCode::SUCCESS)
+        if !args.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        follow(&args.connection, &client, receipt.job_id).await?;
+        let results = job_results(&client, receipt.job_id).await?;
+        println!("{}", report::summary_table(&results));
+        Ok(ExitCode::from(results.exit_code()))
     })
+}
+
+/// Follows `job_id` until it is done, showing each task's state changes above a spinner.
+///
+/// The job is read before each subscription and its tasks' states are shown as they change;
+/// a subscription that ends before the job is done (the master stopped, or this client fell
+/// behind) or cannot be opened is tried again after [`FOLLOW_PAUSE`], and the job read again,
+/// so a change in between is never missed, only shown late. Gives up after [`FOLLOW_TRIES`]
+/// failures in a row. A refusal is retried like any failure: the token was just accepted for
+/// `submit_job`, whose role may also read, so a refusal here is a master being replaced.
+async fn follow(
+    connection: &MasterConnection,
+    client: &HttpClient,
+    job_id: JobId,
+) -> anyhow::Result<()> {
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut shown: HashMap<i64, (String, TaskState)> = HashMap::new();
+    let mut failures = 0;
+    let result = loop {
+        let outcome = async {
+            // Subscribed before the job is read: a change in between arrives as an event.
+            let ws = ws_client(&connection.master, connection.token.as_deref()).await?;
+            let mut events = ws
+                .subscribe_events(EventFilter {
+                    job_id: Some(job_id),
+                })
+                .await
+                .call_context(|| format!("following job {job_id}"))?;
+            let job = client
+                .get_job(job_id)
+                .await
+                .call_context(|| format!("reading job {job_id}"))?;
+            show_job(&bar, &mut shown, &job);
+            while let Some(event) = events.next().await {
+                match event.context("reading the master's events")? {
+                    Event::TaskChanged {
+                        task_id,
+                        attempt,
+                        state,
+                        ..
+                    } => {
+                        let recipe = shown.get(&task_id).map(|(r, _)| r.clone());
+                        let recipe = recipe.unwrap_or_else(|| "?".into());
+                        show(
+                            &bar,
+                            &mut shown,
+                            job_id,
+                            task_id,
+                            &recipe,
+                            Some(attempt),
+                            state,
+                        );
+                    }
+                    Event::End { reason } => return Ok(reason),
+                    Event::JobSubmitted { .. } => {}
+                }
+            }
+            Ok::<_, anyhow::Error>("the master closed the event stream".to_string())
+        }
+        .await;
+        let why = match outcome {
+            Ok(reason) => {
+                failures = 0;
+                match client.get_job(job_id).await {
+                    Ok(job) if job.is_done() => {
+                        show_job(&bar, &mut shown, &job);
+                        break Ok(());
+                    }
+                    // Not done, or the master is gone (the reason says why); the next
+                    // subscription reads the job again, or fails with what went wrong.
+                    Ok(_) | Err(_) => reason,
+                }
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        failures += 1;
+        if failures >= FOLLOW_TRIES {
+            break Err(anyhow::anyhow!(
+                "gave up following job {job_id} after {FOLLOW_TRIES} tries ({why}); \
+                 `pyti status {job_id}` shows where it is"
+            ));
+        }
+        super::say(&bar, format!("job {job_id}: {why}; following it again"));
+        tokio::time::sleep(FOLLOW_PAUSE).await;
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// Shows the state of each of `job`'s tasks that changed since it was last shown.
+fn show_job(bar: &ProgressBar, shown: &mut HashMap<i64, (String, TaskState)>, job: &Job) {
+    for task in &job.tasks {
+        show(bar, shown, job.id, task.id, &task.recipe, None, task.state);
+    }
+}
+
+/// Shows a task's state when it differs from the one last shown, and the job's tally on the
+/// spinner.
+fn show(
+    bar: &ProgressBar,
+    shown: &mut HashMap<i64, (String, TaskState)>,
+    job_id: JobId,
+    task_id: i64,
+    recipe: &str,
+    attempt: Option<u32>,
+    state: TaskState,
+) {
+    if shown.get(&task_id).is_some_and(|(_, s)| *s == state) {
+        return;
+    }
+    let attempt = attempt
+        .map(|a| format!(", attempt {a}"))
+        .unwrap_or_default();
+    super::say(bar, format!("task {task_id} ({recipe}{attempt}): {state}"));
+    shown.insert(task_id, (recipe.to_string(), state));
+    let done = shown.values().filter(|(_, s)| s.is_terminal()).count();
+    bar.set_message(format!(
+        "job {job_id}: {done} of {} task(s) done",
+        shown.len()
+    ));
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -171,5 +310,40 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
             args.job, receipt.cancelled, receipt.stopping
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = connect(&args.connection)?;
+        let comparison = client
+            .compare(CompareRequest {
+                package: args.package.clone(),
+                recipes: args.recipes,
+            })
+            .await
+            .call_context(|| format!("comparing `{}`", args.package))?;
+        if comparison.versions.is_empty() {
+            anyhow::bail!(
+                "the master has no results for `{}` (on these recipes); `pyti status` lists its jobs",
+                args.package
+            );
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&comparison)?);
+        } else {
+            println!("{}", comparison.package);
+            println!("{}", report::compare_table(&comparison));
+            if comparison.regressions.is_empty() {
+                println!("no regressions");
+            }
+            for r in &comparison.regressions {
+                println!(
+                    "regression on {}: {} {} -> {} {}",
+                    r.recipe, r.from_version, r.from, r.to_version, r.to
+                );
+            }
+        }
+        Ok(ExitCode::from(u8::from(!comparison.regressions.is_empty())))
     })
 }

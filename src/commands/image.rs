@@ -44,12 +44,12 @@ pub fn run(command: ImageCommand) -> anyhow::Result<ExitCode> {
         BuildPhase::Started { phase } => {
             bar.set_message(format!("building `{}`: {}", recipe.name, phase.name()))
         }
-        BuildPhase::Finished { phase, elapsed } => say(
+        BuildPhase::Finished { phase, elapsed } => super::say(
             &bar,
             format!("  {:<18} {:>6.1} s", phase.name(), elapsed.as_secs_f64()),
         ),
         BuildPhase::CacheHit { key } => {
-            say(&bar, format!("  cache hit ({})", &key[..key.len().min(16)]))
+            super::say(&bar, format!("  cache hit ({})", &key[..key.len().min(16)]))
         }
     })
     .with_context(|| format!("building the guest image for recipe `{}`", recipe.name))?;
@@ -63,13 +63,4 @@ pub fn run(command: ImageCommand) -> anyhow::Result<ExitCode> {
         image.system_disk.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints a progress line above the spinner, or plainly when stderr is not a terminal.
-fn say(bar: &ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
 }

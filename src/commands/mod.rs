@@ -37,6 +37,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(args),
         Command::Results(args) => client::results(args),
         Command::Cancel(args) => client::cancel(args),
+        Command::Compare(args) => client::compare(args),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -60,6 +61,16 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Prints a progress line above `bar`, or plainly on stderr when stderr is not a terminal
+/// (where the bar is hidden and would swallow the line).
+pub fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
     }
 }
 

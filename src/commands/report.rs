@@ -1,7 +1,7 @@
 //! Showing a job's results: tables for people, JSON for programs, JUnit XML for CI systems.
 
 use comfy_table::{Cell, Color, Table};
-use pyti_wire::job::{Job, Task, TaskState, Verdict};
+use pyti_wire::job::{Comparison, Job, Task, TaskState, Verdict};
 use pyti_wire::raw_data::{RawResult, StepOutcome};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -68,6 +68,42 @@ fn state_cell(state: TaskState) -> Cell {
         _ => Color::Reset,
     };
     Cell::new(text).fg(color)
+}
+
+/// A package's comparison: one row per recipe, one column per version (in submission order),
+/// each cell the latest verdict (`unfinished` while its task runs, empty where the version did
+/// not run on the recipe); a cell that regressed from the version before says so.
+pub fn compare_table(comparison: &Comparison) -> Table {
+    let mut table = super::new_table();
+    let mut header = vec!["recipe".to_string()];
+    header.extend(comparison.versions.iter().cloned());
+    table.set_header(header);
+    for recipe in &comparison.recipes {
+        let mut row = vec![Cell::new(recipe)];
+        for version in &comparison.versions {
+            let cell = comparison
+                .cells
+                .iter()
+                .find(|c| &c.recipe == recipe && &c.version == version);
+            row.push(match cell {
+                None => Cell::new(""),
+                Some(c) => match c.verdict {
+                    None => Cell::new("unfinished"),
+                    Some(v)
+                        if comparison
+                            .regressions
+                            .iter()
+                            .any(|r| &r.recipe == recipe && &r.to_version == version) =>
+                    {
+                        Cell::new(format!("{v} (regressed)")).fg(Color::Red)
+                    }
+                    Some(v) => state_cell(TaskState::Finished(v)),
+                },
+            });
+        }
+        table.add_row(row);
+    }
+    table
 }
 
 /// One row per task: recipe, status, per-step exit codes and times, attempts.

@@ -1,0 +1,259 @@
+//! The client commands against a real `pyti master` process (SQLite), with the test as the
+//! master's slave over the JSON-RPC API: `pyti submit --wait` follows a job until it is done and
+//! ends with its results' exit code; `pyti compare` shows a package's versions side by side and
+//! exits 1 when one regressed.
+
+// Only the process helpers of `common`: its package builders are for the VM stories.
+#[allow(dead_code)]
+mod common;
+
+use common::cluster::{admin_token, explain, free_port, pyti, run, start_master, Daemon};
+use pyti_wire::client::http_client;
+use pyti_wire::job::{
+    ClaimRequest, ClaimedTask, ProgressReport, ReportOutcome, ResultReport, SlaveRegistration,
+};
+use pyti_wire::raw_data::{CapturedOutput, RawResult, StepOutcome, StepRawData, RAW_RESULT_SCHEMA};
+use pyti_wire::rpc::PytiApiClient;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SLAVE: &str = "test-slave";
+
+/// Raw data where every step of the task's recipe exited 0.
+fn passing(task: &ClaimedTask) -> RawResult {
+    RawResult {
+        schema: RAW_RESULT_SCHEMA,
+        task_id: task.task_id.to_string(),
+        agent_version: "test".into(),
+        guest_kernel: "6.1".into(),
+        interpreter_version: "Python 3.11.2".into(),
+        uptime_start_secs: 1.0,
+        uptime_end_secs: 3.0,
+        steps: task
+            .recipe
+            .steps
+            .iter()
+            .map(|step| StepRawData {
+                name: step.name.clone(),
+                command: step.run.clone(),
+                outcome: StepOutcome::Exited { code: 0 },
+                wall_secs: 0.5,
+                user_cpu_secs: 0.1,
+                system_cpu_secs: 0.1,
+                max_rss_kib: 10_000,
+                stdout: CapturedOutput::default(),
+                stderr: CapturedOutput::default(),
+            })
+            .collect(),
+    }
+}
+
+struct Cluster {
+    data: tempfile::TempDir,
+    db: String,
+    port: u16,
+    master: Option<Daemon>,
+    url: String,
+    token: String,
+    rt: tokio::runtime::Runtime,
+    slave: jsonrpsee::http_client::HttpClient,
+}
+
+impl Cluster {
+    fn start(data: tempfile::TempDir) -> Cluster {
+        let db = data.path().join("master.sqlite").display().to_string();
+        let token = admin_token(data.path(), &db);
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let slave = http_client(&url, Some(&token), Duration::from_secs(60)).unwrap();
+        let mut c = Cluster {
+            data,
+            db,
+            port,
+            master: None,
+            url,
+            token,
+            rt,
+            slave,
+        };
+        c.start_master();
+        c.rt.block_on(c.slave.register(SlaveRegistration {
+            name: SLAVE.into(),
+            recipes: vec!["debian-12".into()],
+            slots: 1,
+        }))
+        .expect("register");
+        c
+    }
+
+    fn start_master(&mut self) {
+        let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let log: PathBuf = self.data.path().join("master.log");
+        self.master = Some(start_master(
+            self.data.path(),
+            self.port,
+            &self.db,
+            &recipes,
+            &[],
+            log,
+        ));
+    }
+
+    fn master_log(&self) -> String {
+        self.master.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    fn pyti(&self, args: &[&str]) -> std::process::Command {
+        let mut command = pyti(self.data.path());
+        command
+            .args(args)
+            .args(["--master", &self.url, "--token", &self.token]);
+        command
+    }
+
+    /// Runs `pyti submit PACKAGE --wait` and, as the slave, claims its one task, reports
+    /// progress and then `outcome` (restarting the master in between with `restart`); returns
+    /// what the command printed once it ended.
+    fn submit_wait(
+        &mut self,
+        package: &str,
+        restart: bool,
+        outcome: fn(&ClaimedTask) -> ReportOutcome,
+    ) -> Output {
+        let mut child = self
+            .pyti(&["submit", package, "--recipe", "debian-12", "--wait"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pyti submit starts");
+        let task = self
+            .rt
+            .block_on(self.slave.claim(ClaimRequest {
+                slave: SLAVE.into(),
+                wait_secs: 30,
+            }))
+            .expect("claim")
+            .expect("the submitted task is claimed");
+        self.rt
+            .block_on(self.slave.report_progress(ProgressReport {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                lease_id: task.lease_id.clone(),
+                phase: "installing".into(),
+                message: String::new(),
+            }))
+            .expect("progress");
+        // Following a job that is not done: the command must still be waiting.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "submit --wait returned while its task was still running"
+        );
+        if restart {
+            // SIGTERM: the master ends every subscription with a final event and stops; the
+            // new one serves the same database on the same port.
+            drop(self.master.take());
+            self.start_master();
+            // A new connection: the pooled one went with the old master.
+            self.slave =
+                http_client(&self.url, Some(&self.token), Duration::from_secs(60)).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "submit --wait gave up when the master restarted"
+            );
+        }
+        self.rt
+            .block_on(self.slave.report_result(ResultReport {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                lease_id: task.lease_id.clone(),
+                outcome: outcome(&task),
+            }))
+            .expect("report");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("submit --wait did not end after its job was done");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+#[test]
+fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression() {
+    let mut c = Cluster::start(tempfile::tempdir().unwrap());
+
+    // The first version passes: exit 0, its verdict in the table, the task's states on stderr.
+    let out = c.submit_wait("six==1.16.0", false, |task| ReportOutcome::Raw {
+        result: passing(task),
+    });
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    assert!(
+        stdout.contains("job 1 queued") && stdout.contains("pass"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("(debian-12") && stderr.contains("): finished(pass)"),
+        "the task's states are shown as they change:\n{stderr}\n--- master\n{}",
+        c.master_log()
+    );
+
+    let out = run(&mut c.pyti(&["compare", "six"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1.16.0") && stdout.contains("pass") && stdout.contains("no regressions"),
+        "{stdout}"
+    );
+
+    // The next version's package is unusable: verdict `error`, exit 1, and a regression. The
+    // master restarts while the command follows the job: it follows it again, to the end.
+    let out = c.submit_wait("six==1.17.0", true, |_| ReportOutcome::PackageError {
+        reason: "no such release".into(),
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("following it again") && stderr.contains("): finished(error)"),
+        "{stderr}"
+    );
+
+    let out = run(&mut c.pyti(&["compare", "six"]));
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("error (regressed)")
+            && stdout.contains("regression on debian-12: 1.16.0 pass -> 1.17.0 error"),
+        "{stdout}"
+    );
+
+    let out = run(&mut c.pyti(&["compare", "six", "--json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["versions"], serde_json::json!(["1.16.0", "1.17.0"]));
+    assert_eq!(json["regressions"][0]["to"], "error", "{json:#}");
+
+    // A package the master never saw is an error that says so, not an empty "no regressions".
+    let out = run(&mut c.pyti(&["compare", "never-submitted"]));
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no results for `never-submitted`"),
+        "{}",
+        explain(&out)
+    );
+}
