@@ -60,6 +60,9 @@ pub enum Command {
     Results(ResultsArgs),
     /// Cancel a job: queued tasks are cancelled, running ones are stopped by their slave.
     Cancel(CancelArgs),
+    /// Show a task's log: every attempt's events, oldest first (leased, the slave's progress
+    /// through the task, the result or why the attempt ended).
+    Log(LogArgs),
     /// Compare a package's results across its versions and recipes: which versions regressed.
     ///
     /// One row per recipe, one column per version (in the order they were first submitted),
@@ -259,6 +262,17 @@ pub enum TokenRole {
     Reader,
     /// Everything, including token management over the API.
     Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The task id (`pyti status JOB` lists a job's tasks).
+    pub task: String,
+    /// Print the log as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: MasterConnection,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,7 @@
 //! name = "builder-1"
 //! mode = "warm"
 //!
-//! [client]                            # pyti submit | status | results | cancel | compare
+//! [client]                            # pyti submit | status | results | cancel | log | compare
 //! master = "http://master:7420"
 //! token = "SECRET"
 //!
@@ -120,7 +120,7 @@ pub struct SlaveSection {
 }
 
 /// `[client]`: the commands that talk to a master (`submit`, `status`, `results`, `cancel`,
-/// `compare`).
+/// `log`, `compare`).
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {

@@ -117,6 +117,7 @@ pub fn apply(
         Command::Status(args) => r.client(&mut args.connection),
         Command::Results(args) => r.client(&mut args.connection),
         Command::Cancel(args) => r.client(&mut args.connection),
+        Command::Log(args) => r.client(&mut args.connection),
         Command::Compare(args) => r.client(&mut args.connection),
         Command::Run(args) => {
             r.recipes_dir(&mut args.recipes);

@@ -42,6 +42,7 @@ fn every_subcommand_has_real_help() {
         &["status"],
         &["results"],
         &["cancel"],
+        &["log"],
         &["compare"],
         &["recipes", "list"],
         &["recipes", "check"],
@@ -69,8 +70,8 @@ fn every_subcommand_has_real_help() {
     }
     let top = stdout(&pyti(&["--help"]));
     for sub in [
-        "run", "master", "slave", "submit", "status", "results", "cancel", "compare", "recipes",
-        "image", "doctor", "config", "bench",
+        "run", "master", "slave", "submit", "status", "results", "cancel", "log", "compare",
+        "recipes", "image", "doctor", "config", "bench",
     ] {
         assert!(
             top.contains(&format!("  {sub} ")),

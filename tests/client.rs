@@ -1,7 +1,7 @@
 //! The client commands against a real `pyti master` process (SQLite), with the test as the
 //! master's slave over the JSON-RPC API: `pyti submit --wait` follows a job until it is done and
 //! ends with its results' exit code; `pyti compare` shows a package's versions side by side and
-//! exits 1 when one regressed.
+//! exits 1 when one regressed; `pyti log` shows a task's events.
 
 // Only the process helpers of `common`: its package builders are for the VM stories.
 #[allow(dead_code)]
@@ -211,6 +211,27 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
         "the task's states are shown as they change:\n{stderr}\n--- master\n{}",
         c.master_log()
     );
+
+    // Its log: the lease, the slave's progress, the result, in that order.
+    let out = run(&mut c.pyti(&["log", "1", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let log: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let phases: Vec<&str> = log
+        .as_array()
+        .expect("a list of entries")
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    let installing = phases.iter().position(|p| *p == "installing");
+    assert!(
+        installing.is_some_and(|i| i > 0 && i + 1 < phases.len()),
+        "{phases:?}"
+    );
+    let out = run(&mut c.pyti(&["log", "1"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installing"));
+    let out = run(&mut c.pyti(&["log", "999"]));
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
 
     let out = run(&mut c.pyti(&["compare", "six"]));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));

@@ -1,8 +1,10 @@
-//! `pyti submit | status | results | cancel | compare`: talking to a master over JSON-RPC.
+//! `pyti submit | status | results | cancel | log | compare`: talking to a master over JSON-RPC.
 
 use super::package_arg::package_spec;
 use super::report::{self, JobResults};
-use crate::cli::{CancelArgs, CompareArgs, MasterConnection, ResultsArgs, StatusArgs, SubmitArgs};
+use crate::cli::{
+    CancelArgs, CompareArgs, LogArgs, MasterConnection, ResultsArgs, StatusArgs, SubmitArgs,
+};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use jsonrpsee::http_client::HttpClient;
@@ -309,6 +311,42 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
             "job {}: {} queued task(s) cancelled, {} running task(s) being stopped by their slave",
             args.job, receipt.cancelled, receipt.stopping
         );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
+    let task_id: i64 = args.task.parse().with_context(|| {
+        format!(
+            "`{}` is not a task id (a number, see `pyti status JOB`)",
+            args.task
+        )
+    })?;
+    runtime()?.block_on(async {
+        let client = connect(&args.connection)?;
+        let entries = client
+            .task_log(task_id)
+            .await
+            .call_context(|| format!("reading task {task_id}'s log"))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if entries.is_empty() {
+            println!("task {task_id} has no events yet: it has not been leased to a slave");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut table = super::new_table();
+        table.set_header(["time (UTC)", "attempt", "phase", "message"]);
+        for entry in entries {
+            table.add_row([
+                super::format_ms(entry.at_ms),
+                entry.attempt.to_string(),
+                entry.phase,
+                entry.message,
+            ]);
+        }
+        println!("{table}");
         Ok(ExitCode::SUCCESS)
     })
 }

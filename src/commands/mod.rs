@@ -37,6 +37,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(args),
         Command::Results(args) => client::results(args),
         Command::Cancel(args) => client::cancel(args),
+        Command::Log(args) => client::log(args),
         Command::Compare(args) => client::compare(args),
         Command::Bench(args) => bench::run(args),
     }
