@@ -66,8 +66,8 @@ pub enum Command {
     /// Compare a package's results across its versions and recipes: which versions regressed.
     ///
     /// One row per recipe, one column per version (in the order they were first submitted),
-    /// each cell the latest verdict. Exit code: 0 no regression, 1 a version does worse on a
-    /// recipe than the version before it passed.
+    /// each cell the latest verdict. Exit code: 0 no regression, 1 a regression: a version
+    /// that did not pass on a recipe where the version before it passed.
     Compare(CompareArgs),
     /// List, validate and show recipe files.
     #[command(subcommand)]

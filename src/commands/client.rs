@@ -113,12 +113,13 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
 /// Follows `job_id` until it is done, showing each task's state changes above a spinner.
 ///
-/// The job is read before each subscription and its tasks' states are shown as they change;
-/// a subscription that ends before the job is done (the master stopped, or this client fell
-/// behind) or cannot be opened is tried again after [`FOLLOW_PAUSE`], and the job read again,
+/// Each subscription reads the job once it is open, then shows its tasks' states as they
+/// change. One that ends before the job is done (the master stopped, or this client fell
+/// behind) or cannot be opened is opened again after [`FOLLOW_PAUSE`], and the job read again,
 /// so a change in between is never missed, only shown late. Gives up after [`FOLLOW_TRIES`]
-/// failures in a row. A refusal is retried like any failure: the token was just accepted for
-/// `submit_job`, whose role may also read, so a refusal here is a master being replaced.
+/// failures in a row. A refusal counts as one of them: the token was just accepted for
+/// `submit_job`, and every role that may submit may also read, so a refusal here means the
+/// token was revoked or the master replaced meanwhile.
 async fn follow(
     connection: &MasterConnection,
     client: &HttpClient,
