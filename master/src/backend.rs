@@ -5,6 +5,8 @@
 //! differences are chosen with the `POSTGRES` constant: `FOR UPDATE SKIP LOCKED`, and on the
 //! claim path statements only PostgreSQL has (rows passed as one JSON parameter, the lease writes
 //! as one data-modifying `WITH`), since there every statement is a round trip to the server.
+//! A difference inside one statement's text is a macro that each backend defines its own way
+//! before including the files (`json_text_elements!`: a JSON array parameter's elements).
 
 /// Columns of a [`rows::TaskRow`], for `concat!`.
 macro_rules! task_columns {
