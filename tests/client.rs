@@ -232,6 +232,13 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
     assert!(String::from_utf8_lossy(&out.stdout).contains("installing"));
     let out = run(&mut c.pyti(&["log", "999"]));
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    let out = run(&mut c.pyti(&["log", "one"]));
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`one` is not a task id"),
+        "{}",
+        explain(&out)
+    );
 
     let out = run(&mut c.pyti(&["compare", "six"]));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));

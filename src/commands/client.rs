@@ -53,9 +53,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A job or task id given on the command line; `listed_by` is the command that lists such ids.
+fn parse_id(text: &str, what: &str, listed_by: &str) -> anyhow::Result<i64> {
+    text.parse()
+        .with_context(|| format!("`{text}` is not a {what} id (a number, see `{listed_by}`)"))
+}
+
 fn parse_job(job: &str) -> anyhow::Result<JobId> {
-    job.parse()
-        .with_context(|| format!("`{job}` is not a job id (a number, see `pyti status`)"))
+    parse_id(job, "job", "pyti status")
 }
 
 /// Fetches a job and every task's full record.
@@ -317,12 +322,7 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
-    let task_id: i64 = args.task.parse().with_context(|| {
-        format!(
-            "`{}` is not a task id (a number, see `pyti status JOB`)",
-            args.task
-        )
-    })?;
+    let task_id = parse_id(&args.task, "task", "pyti status JOB")?;
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
         let entries = client
@@ -355,6 +355,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
 pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
+        let filtered = !args.recipes.is_empty();
         let comparison = client
             .compare(CompareRequest {
                 package: args.package.clone(),
@@ -363,8 +364,9 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             .await
             .call_context(|| format!("comparing `{}`", args.package))?;
         if comparison.versions.is_empty() {
+            let on = if filtered { " on these recipes" } else { "" };
             anyhow::bail!(
-                "the master has no results for `{}` (on these recipes); `pyti status` lists its jobs",
+                "the master has no results for `{}`{on}; `pyti status` lists its jobs",
                 args.package
             );
         }
