@@ -1,6 +1,7 @@
 //! The command-line interface: every subcommand, its options and its help text.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pyti_wire::job::{COMPARE_DEFAULT_VERSIONS, COMPARE_MAX_VERSIONS};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -282,6 +283,10 @@ pub struct CompareArgs {
     /// Only these recipes (repeat or comma-separate; default: every recipe it ran on).
     #[arg(long = "recipe", value_delimiter = ',')]
     pub recipes: Vec<String>,
+    /// Only the newest this many versions (by first submission).
+    #[arg(long, default_value_t = COMPARE_DEFAULT_VERSIONS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(COMPARE_MAX_VERSIONS)))]
+    pub limit: u32,
     /// Print the comparison as JSON instead of tables.
     #[arg(long)]
     pub json: bool,

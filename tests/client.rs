@@ -20,6 +20,18 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SLAVE: &str = "test-slave";
+/// The master's `--max-attempts`: enough attempts for a log longer than one `task_log` page.
+const ATTEMPTS: u32 = 6;
+
+/// Checks that `out` exited with `code` and said `text` on stderr.
+fn assert_fails_saying(out: &Output, code: i32, text: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", explain(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(text),
+        "{}",
+        explain(out)
+    );
+}
 
 /// Raw data where every step of the task's recipe exited 0.
 fn passing(task: &ClaimedTask) -> RawResult {
@@ -100,7 +112,7 @@ impl Cluster {
             self.port,
             &self.db,
             &recipes,
-            &[],
+            &["--max-attempts", &ATTEMPTS.to_string()],
             log,
         ));
     }
@@ -231,14 +243,9 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("installing"));
     let out = run(&mut c.pyti(&["log", "999"]));
-    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    assert_fails_saying(&out, 2, "task 999 does not exist");
     let out = run(&mut c.pyti(&["log", "one"]));
-    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`one` is not a task id"),
-        "{}",
-        explain(&out)
-    );
+    assert_fails_saying(&out, 2, "`one` is not a task id");
 
     let out = run(&mut c.pyti(&["compare", "six"]));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
@@ -276,12 +283,93 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
     assert_eq!(json["versions"], serde_json::json!(["1.16.0", "1.17.0"]));
     assert_eq!(json["regressions"][0]["to"], "error", "{json:#}");
 
+    // Only the newest version: no version before it to regress from, and a line saying what
+    // was left out.
+    let out = run(&mut c.pyti(&["compare", "six", "--limit", "1"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1.17.0")
+            && !stdout.contains("1.16.0")
+            && stdout.contains("1 older version(s) not shown")
+            && stdout.contains("no regressions"),
+        "{stdout}"
+    );
+    let out = run(&mut c.pyti(&["compare", "six", "--limit", "0"]));
+    assert_fails_saying(&out, 2, "--limit");
+
     // A package the master never saw is an error that says so, not an empty "no regressions".
     let out = run(&mut c.pyti(&["compare", "never-submitted"]));
-    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    assert_fails_saying(&out, 2, "no results for `never-submitted`");
+}
+
+/// A task whose log is longer than one `task_log` page: every attempt fills its log up to the
+/// master's limit (further progress is refused) and ends as an infrastructure failure, so
+/// `pyti log` must read page after page to show all of it, in order.
+#[test]
+fn log_reads_a_long_log_page_by_page() {
+    let c = Cluster::start(tempfile::tempdir().unwrap());
+    let out = run(&mut c.pyti(&["submit", "six==1.16.0", "--recipe", "debian-12"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let mut refusals = 0;
+    for attempt in 1..=ATTEMPTS {
+        let task =
+            c.rt.block_on(c.slave.claim(ClaimRequest {
+                slave: SLAVE.into(),
+                wait_secs: 30,
+            }))
+            .expect("claim")
+            .expect("the task is claimed again after each failure");
+        assert_eq!(task.attempt, attempt);
+        for n in 0.. {
+            let progress = ProgressReport {
+                task_id: task.task_id,
+                attempt,
+                lease_id: task.lease_id.clone(),
+                phase: "step".into(),
+                message: format!("line {n}"),
+            };
+            if let Err(e) = c.rt.block_on(c.slave.report_progress(progress)) {
+                assert!(e.to_string().contains("the most one attempt keeps"), "{e}");
+                refusals += 1;
+                break;
+            }
+            assert!(n < 1000, "progress is never refused");
+        }
+        c.rt.block_on(c.slave.report_result(ResultReport {
+            task_id: task.task_id,
+            attempt,
+            lease_id: task.lease_id.clone(),
+            outcome: ReportOutcome::Infrastructure {
+                reason: "the VM did not boot".into(),
+            },
+        }))
+        .expect("report");
+    }
+    assert_eq!(refusals, ATTEMPTS);
+
+    let out = run(&mut c.pyti(&["log", "1", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let log: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON list on stdout");
+    assert!(log.len() > 1000, "more than one page: {} lines", log.len());
+    let attempts: Vec<u64> = log.iter().map(|e| e["attempt"].as_u64().unwrap()).collect();
+    assert!(attempts.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    assert_eq!(attempts.last(), Some(&u64::from(ATTEMPTS)));
+    let last = log.last().unwrap()["message"].as_str().unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no results for `never-submitted`"),
-        "{}",
-        explain(&out)
+        last.contains("tmpfail"),
+        "the log ends with the task's end: {last}"
     );
+    // Each attempt's progress, in order, no line twice.
+    for attempt in 1..=u64::from(ATTEMPTS) {
+        let lines: Vec<&str> = log
+            .iter()
+            .filter(|e| e["attempt"] == attempt && e["phase"] == "step")
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
+        assert!(!lines.is_empty());
+        for (n, line) in lines.iter().enumerate() {
+            assert_eq!(*line, format!("line {n}"), "attempt {attempt}");
+        }
+    }
 }

@@ -133,8 +133,13 @@ impl PytiApiServer for Api {
             .map_err(rpc_error)
     }
 
-    async fn task_log(&self, ext: &Extensions, task_id: TaskId) -> RpcResult<Vec<LogEntry>> {
-        readers::task_log(self, ext, task_id)
+    async fn task_log(
+        &self,
+        ext: &Extensions,
+        task_id: TaskId,
+        from_line: Option<u32>,
+    ) -> RpcResult<Vec<LogEntry>> {
+        readers::task_log(self, ext, task_id, from_line.unwrap_or(0))
             .await
             .map_err(rpc_error)
     }

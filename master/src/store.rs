@@ -15,7 +15,7 @@ use pyti_wire::job::{
     encode_hex, Attempt, CancelReceipt, ClaimedTask, CompareCell, CompareRequest, Comparison,
     Event, HeartbeatReply, Job, JobFilter, JobSpec, LogEntry, PackageSpec, ProgressReport,
     RegistrationReply, Regression, ReportReceipt, ResultReport, SlaveRegistration, SubmitReceipt,
-    Task, TaskState, Verdict,
+    Task, TaskState, Verdict, COMPARE_DEFAULT_VERSIONS, COMPARE_MAX_VERSIONS, TASK_LOG_PAGE_LINES,
 };
 use pyti_wire::recipe::Recipe;
 use sha2::{Digest, Sha256};
@@ -71,6 +71,10 @@ const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const SQLITE_WAL_BACKSTOP_PAGES: &str = "50000";
 /// Longest progress message kept.
 const MAX_PROGRESS_MESSAGE_BYTES: usize = 4096;
+/// Log lines an attempt may have before its slave's progress reports are refused (the master's
+/// own state lines are always written). A slave reports a dozen phases per attempt; this bounds
+/// what a faulty or hostile one can store: a task's log is at most `max_attempts` times this.
+pub(crate) const MAX_LOG_LINES_PER_ATTEMPT: i64 = 200;
 /// Longest infrastructure-failure reason kept.
 const MAX_REASON_BYTES: usize = 4096;
 /// Largest slot count a slave may announce.
@@ -759,9 +763,15 @@ impl Store {
         Ok(out)
     }
 
-    /// A task's progress events and state changes.
-    pub async fn task_log(&self, task_id: i64) -> Result<Vec<LogEntry>, MasterError> {
-        let lines = on_backend!(self, reads::task_log(task_id))?;
+    /// A task's progress events and state changes, oldest first: at most
+    /// [`TASK_LOG_PAGE_LINES`] from line `from_line` (0-based).
+    pub async fn task_log(
+        &self,
+        task_id: i64,
+        from_line: u32,
+    ) -> Result<Vec<LogEntry>, MasterError> {
+        let page = i64::from(TASK_LOG_PAGE_LINES);
+        let lines = on_backend!(self, reads::task_log(task_id, i64::from(from_line), page))?;
         let lines = lines.ok_or(MasterError::NotFound {
             what: "task",
             id: task_id.to_string(),
@@ -777,49 +787,52 @@ impl Store {
             .collect())
     }
 
-    /// A package's latest verdict per version and recipe, and the regressions between
-    /// consecutive versions (in submission order).
+    /// A package's latest verdict per version and recipe (its newest versions, see
+    /// [`CompareRequest::limit`]), and the regressions between consecutive versions (in order of
+    /// first submission).
     pub async fn compare(&self, request: &CompareRequest) -> Result<Comparison, MasterError> {
         job_spec::check_name("package", &request.package)?;
         for (i, r) in request.recipes.iter().enumerate() {
             job_spec::check_name(&format!("recipes[{i}]"), r)?;
         }
-        let rows = on_backend!(self, reads::package_tasks(&request.package))?;
+        let limit = request.limit.unwrap_or(COMPARE_DEFAULT_VERSIONS);
+        if !(1..=COMPARE_MAX_VERSIONS).contains(&limit) {
+            return Err(MasterError::field(
+                "limit",
+                format!("must be 1 to {COMPARE_MAX_VERSIONS} versions"),
+            ));
+        }
+        let recipes_json = serde_json::json!(request.recipes).to_string();
+        let rows = on_backend!(
+            self,
+            reads::package_cells(&request.package, &recipes_json, i64::from(limit))
+        )?;
         let mut versions: Vec<String> = Vec::new();
         let mut recipes: Vec<String> = Vec::new();
         let mut latest: HashMap<(String, String), CompareCell> = HashMap::new();
-        for (version, recipe, task_id, state_text, verdict) in rows {
-            if !request.recipes.is_empty() && !request.recipes.contains(&recipe) {
-                continue;
-            }
-            let version = version.unwrap_or_else(|| "?".to_string());
-            if !versions.contains(&version) {
+        let mut all_versions = 0;
+        for (version, recipe, task_id, state_text, verdict, count) in rows {
+            all_versions = count;
+            // Rows come oldest version first.
+            if versions.last() != Some(&version) {
                 versions.push(version.clone());
             }
             if !recipes.contains(&recipe) {
                 recipes.push(recipe.clone());
             }
-            let state = state::from_db(&state_text, verdict.as_deref())
-                .ok_or_else(|| MasterError::Corrupt(format!("task {task_id} state")))?;
-            let verdict = match state {
-                TaskState::Finished(v) => Some(v),
-                TaskState::Cancelled => continue,
-                _ => None,
+            let verdict = match state::from_db(&state_text, verdict.as_deref()) {
+                Some(TaskState::Finished(v)) => Some(v),
+                Some(_) => None,
+                None => return Err(MasterError::Corrupt(format!("task {task_id} state"))),
             };
-            // Later tasks (re-runs) replace earlier ones, except that an unfinished re-run does
-            // not hide a finished result.
             let key = (version.clone(), recipe.clone());
-            if verdict.is_some() || !latest.contains_key(&key) {
-                latest.insert(
-                    key,
-                    CompareCell {
-                        version,
-                        recipe,
-                        task_id,
-                        verdict,
-                    },
-                );
-            }
+            let cell = CompareCell {
+                version,
+                recipe,
+                task_id,
+                verdict,
+            };
+            latest.insert(key, cell);
         }
         recipes.sort();
         let mut cells = Vec::new();
@@ -851,12 +864,16 @@ impl Store {
                 previous = Some((version.clone(), verdict));
             }
         }
+        let older_versions = u32::try_from(all_versions)
+            .unwrap_or(u32::MAX)
+            .saturating_sub(versions.len() as u32);
         Ok(Comparison {
             package: pyti_wire::job::normalize_name(&request.package),
             versions,
             recipes,
             cells,
             regressions,
+            older_versions,
         })
     }
 

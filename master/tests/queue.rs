@@ -6,8 +6,9 @@ mod common;
 use common::{failing, job, passing, TestDb};
 use pyti_master::{Clock, MasterError, Store};
 use pyti_wire::job::{
-    AttemptOutcome, CompareRequest, JobFilter, PackageSpec, ProgressReport, ReportOutcome,
-    ResultReport, SlaveRegistration, TaskState, Verdict,
+    AttemptOutcome, CompareRequest, Comparison, JobFilter, PackageSpec, ProgressReport,
+    ReportOutcome, ResultReport, SlaveRegistration, TaskState, Verdict, COMPARE_MAX_VERSIONS,
+    TASK_LOG_PAGE_LINES,
 };
 use sha2::Digest;
 use std::collections::HashSet;
@@ -149,7 +150,7 @@ async fn a_task_goes_from_queued_to_finished_with_its_raw_data(db: &TestDb) {
     assert_eq!(attempt.finished_at_ms, Some(START + 5_000));
     assert_eq!(attempt.raw_result.as_ref().map(|r| r.steps.len()), Some(3));
 
-    let log = store.task_log(task.task_id).await.unwrap();
+    let log = store.task_log(task.task_id, 0).await.unwrap();
     let phases: Vec<&str> = log.iter().map(|l| l.phase.as_str()).collect();
     assert_eq!(phases, ["state", "state", "booting", "state"], "{log:?}");
 
@@ -640,7 +641,7 @@ async fn upgrading_the_schema_counts_the_leases_slaves_already_hold(db: &TestDb)
 
 /// The messages of a task's log, oldest first.
 async fn log_messages(store: &Store, task_id: i64) -> Vec<String> {
-    let log = store.task_log(task_id).await.unwrap();
+    let log = store.task_log(task_id, 0).await.unwrap();
     log.into_iter().map(|l| l.message).collect()
 }
 
@@ -962,6 +963,7 @@ async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
         .compare(&CompareRequest {
             package: "demo".into(),
             recipes: vec![],
+            limit: None,
         })
         .await
         .unwrap();
@@ -978,6 +980,199 @@ async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
         ("debian-12", "1.0", "2.0")
     );
     assert_eq!((reg.from, reg.to), (Verdict::Pass, Verdict::Fail));
+    store.close().await;
+}
+
+/// `compare` reads the newest `limit` versions, picks each cell's latest finished run (an
+/// unfinished re-run does not hide it; a cancelled one does not count), and filters recipes.
+async fn compare_shows_the_newest_versions_and_each_cell_s_latest_finished_run(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    register(&store, "s", &["debian-12", "other-distro"], 100).await;
+    let run = |version: &'static str, debian: bool| {
+        let store = &store;
+        async move {
+            submit(
+                store,
+                &format!("demo=={version}"),
+                &["debian-12", "other-distro"],
+                5,
+                "alice",
+            )
+            .await;
+            for _ in 0..2 {
+                let t = store.try_claim("s").await.unwrap().unwrap();
+                let raw = if t.recipe.name == "debian-12" && !debian {
+                    failing(t.task_id, &t.recipe)
+                } else {
+                    passing(t.task_id, &t.recipe)
+                };
+                store
+                    .report_result(&report(&t, ReportOutcome::Raw { result: raw }))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    run("1.0", true).await;
+    run("2.0", true).await;
+    run("3.0", false).await;
+    // 2.0 run again: it fails now; the latest finished run is the cell.
+    run("2.0", false).await;
+    // 1.0 submitted again and left queued; then once more and cancelled.
+    submit(&store, "demo==1.0", &["debian-12"], 5, "alice").await;
+    let cancelled = submit(&store, "demo==1.0", &["debian-12"], 5, "alice").await;
+    store.cancel(cancelled.job_id, None).await.unwrap();
+
+    let compare = |limit: Option<u32>, recipes: &[&str]| {
+        let store = &store;
+        let request = CompareRequest {
+            package: "Demo".into(),
+            recipes: recipes.iter().map(|r| r.to_string()).collect(),
+            limit,
+        };
+        async move { store.compare(&request).await }
+    };
+    let all = compare(None, &[]).await.unwrap();
+    assert_eq!(
+        all.versions,
+        ["1.0", "2.0", "3.0"],
+        "first submission order"
+    );
+    assert_eq!(all.recipes, ["debian-12", "other-distro"]);
+    assert_eq!(all.older_versions, 0);
+    let cell = |c: &Comparison, version: &str, recipe: &str| {
+        c.cells
+            .iter()
+            .find(|cell| cell.version == version && cell.recipe == recipe)
+            .map(|cell| cell.verdict)
+    };
+    assert_eq!(
+        cell(&all, "1.0", "debian-12"),
+        Some(Some(Verdict::Pass)),
+        "the queued re-run does not hide the finished result"
+    );
+    assert_eq!(cell(&all, "2.0", "debian-12"), Some(Some(Verdict::Fail)));
+    assert_eq!(all.cells.len(), 6);
+    let regressions: Vec<(&str, &str, &str)> = all
+        .regressions
+        .iter()
+        .map(|r| {
+            (
+                r.recipe.as_str(),
+                r.from_version.as_str(),
+                r.to_version.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(regressions, [("debian-12", "1.0", "2.0")]);
+
+    let newest = compare(Some(2), &[]).await.unwrap();
+    assert_eq!(newest.versions, ["2.0", "3.0"]);
+    assert_eq!(newest.older_versions, 1);
+    assert_eq!(newest.cells.len(), 4);
+    assert!(newest.regressions.is_empty(), "{newest:?}");
+
+    let other = compare(None, &["other-distro"]).await.unwrap();
+    assert_eq!(other.recipes, ["other-distro"]);
+    assert_eq!(other.cells.len(), 3);
+    assert!(other.regressions.is_empty());
+
+    for bad in [0, COMPARE_MAX_VERSIONS + 1] {
+        assert!(matches!(
+            compare(Some(bad), &[]).await,
+            Err(MasterError::InvalidField { field, .. }) if field == "limit"
+        ));
+    }
+    let none = compare(None, &["no-such-recipe"]).await.unwrap();
+    assert!(none.versions.is_empty() && none.cells.is_empty());
+    store.close().await;
+}
+
+/// A slave's progress reports stop being stored at [`MAX_LOG_LINES`] lines per attempt, and a
+/// log longer than a page is read page by page, in order, nothing twice or missed.
+async fn an_attempt_s_log_is_bounded_and_read_in_pages(db: &TestDb) {
+    const MAX_LOG_LINES: usize = 200;
+    const ATTEMPTS: u32 = 6;
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, ATTEMPTS).await;
+    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids[0];
+    register(&store, "s", &["debian-12"], 1).await;
+    for attempt in 1..=ATTEMPTS {
+        let task = store.try_claim("s").await.unwrap().unwrap();
+        assert_eq!((task.task_id, task.attempt), (task_id, attempt));
+        let progress = |n: usize| ProgressReport {
+            task_id,
+            attempt,
+            lease_id: task.lease_id.clone(),
+            phase: "step".into(),
+            message: format!("line {n}"),
+        };
+        let mut stored = 0;
+        loop {
+            match store.report_progress(&progress(stored)).await {
+                Ok(()) => stored += 1,
+                Err(MasterError::Conflict(message)) => {
+                    assert!(message.contains("the most one attempt keeps"), "{message}");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(stored <= MAX_LOG_LINES, "progress was never refused");
+        }
+        // The lease line and the start line are the attempt's first two.
+        // Before its progress, an attempt has the lease and the start lines, and from the
+        // second on the line that requeued the task after the attempt before.
+        let state_lines = if attempt == 1 { 2 } else { 3 };
+        assert_eq!(stored, MAX_LOG_LINES - state_lines);
+        store
+            .report_result(&report(&task, infra("the VM did not boot")))
+            .await
+            .unwrap();
+        clock.advance_ms(1);
+    }
+
+    let mut pages = Vec::new();
+    let mut lines = Vec::new();
+    loop {
+        let page = store.task_log(task_id, lines.len() as u32).await.unwrap();
+        pages.push(page.len());
+        let last = page.len() < TASK_LOG_PAGE_LINES as usize;
+        lines.extend(page);
+        if last {
+            break;
+        }
+    }
+    // Every attempt holds MAX_LOG_LINES lines; the last also its end (tmpfail).
+    let total = MAX_LOG_LINES * ATTEMPTS as usize + 1;
+    assert_eq!(lines.len(), total);
+    assert_eq!(pages, [1000, total - 1000]);
+    for (i, line) in lines.iter().enumerate() {
+        let attempt = (i / MAX_LOG_LINES + 1).min(ATTEMPTS as usize);
+        assert_eq!(line.attempt as usize, attempt, "line {i}: {line:?}");
+    }
+    assert!(
+        lines[total - 1].message.contains("tmpfail"),
+        "{:?}",
+        lines[total - 1]
+    );
+    let progress: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.phase == "step" && l.attempt == 3)
+        .map(|l| l.message.as_str())
+        .collect();
+    assert_eq!(progress.len(), MAX_LOG_LINES - 3);
+    assert!(progress
+        .iter()
+        .enumerate()
+        .all(|(n, m)| *m == format!("line {n}")));
+    assert!(store
+        .task_log(task_id, lines.len() as u32 + 10)
+        .await
+        .unwrap()
+        .is_empty());
     store.close().await;
 }
 
@@ -1136,7 +1331,7 @@ async fn concurrent_claims_fill_each_slave_to_its_slots_and_no_further(db: &Test
         assert_eq!(task.state, TaskState::Leased);
         assert_eq!(task.attempts.len(), 1);
         assert_eq!(task.attempts[0].slave, *slave);
-        let log = store.task_log(*task_id).await.unwrap();
+        let log = store.task_log(*task_id, 0).await.unwrap();
         let messages: Vec<&str> = log.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(
             messages,
@@ -1199,6 +1394,8 @@ on_both_databases!(
     cancelling_a_job_stops_queued_and_running_tasks,
     reopening_the_database_loses_nothing,
     list_jobs_filters_and_compare_finds_regressions,
+    compare_shows_the_newest_versions_and_each_cell_s_latest_finished_run,
+    an_attempt_s_log_is_bounded_and_read_in_pages,
     many_concurrent_claimers_take_every_task_exactly_once,
     an_uploaded_package_reaches_every_slave_that_claims_its_tasks,
     concurrent_claims_fill_each_slave_to_its_slots_and_no_further,

@@ -375,7 +375,7 @@ async fn a_task_travels_the_wire_and_subscribers_get_a_final_event() {
     let t = reader.get_task(task.task_id).await.unwrap();
     assert_eq!(t.attempts.len(), 1);
     assert!(reader
-        .task_log(task.task_id)
+        .task_log(task.task_id, None)
         .await
         .unwrap()
         .iter()

@@ -11,6 +11,7 @@ use jsonrpsee::http_client::HttpClient;
 use pyti_wire::client::{http_client, ws_client};
 use pyti_wire::job::{
     CompareRequest, Event, EventFilter, Job, JobFilter, JobId, JobSpec, TaskState,
+    TASK_LOG_PAGE_LINES,
 };
 use pyti_wire::rpc::PytiApiClient;
 use std::collections::HashMap;
@@ -325,10 +326,19 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let task_id = parse_id(&args.task, "task", "pyti status JOB")?;
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
-        let entries = client
-            .task_log(task_id)
-            .await
-            .call_context(|| format!("reading task {task_id}'s log"))?;
+        // Page by page until a short page, each from the line after the last one read.
+        let mut entries = Vec::new();
+        loop {
+            let page = client
+                .task_log(task_id, Some(entries.len() as u32))
+                .await
+                .call_context(|| format!("reading task {task_id}'s log"))?;
+            let last = page.len() < TASK_LOG_PAGE_LINES as usize;
+            entries.extend(page);
+            if last {
+                break;
+            }
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&entries)?);
             return Ok(ExitCode::SUCCESS);
@@ -360,6 +370,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             .compare(CompareRequest {
                 package: args.package.clone(),
                 recipes: args.recipes,
+                limit: Some(args.limit),
             })
             .await
             .call_context(|| format!("comparing `{}`", args.package))?;
@@ -375,6 +386,12 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}", comparison.package);
             println!("{}", report::compare_table(&comparison));
+            if comparison.older_versions > 0 {
+                println!(
+                    "{} older version(s) not shown (--limit shows more)",
+                    comparison.older_versions
+                );
+            }
             if comparison.regressions.is_empty() {
                 println!("no regressions");
             }

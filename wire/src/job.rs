@@ -518,6 +518,9 @@ pub struct ReportReceipt {
     pub duplicate: bool,
 }
 
+/// Most lines one `task_log` answer holds; ask again from the next line for more.
+pub const TASK_LOG_PAGE_LINES: u32 = 1000;
+
 /// One line of a task's log: a progress event or a state change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -535,7 +538,16 @@ pub struct CompareRequest {
     /// Only these recipes (all when empty).
     #[serde(default)]
     pub recipes: Vec<String>,
+    /// Only the newest this many versions, by first submission (default
+    /// [`COMPARE_DEFAULT_VERSIONS`], at most [`COMPARE_MAX_VERSIONS`]).
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
+
+/// Versions `compare` shows when the request gives no limit.
+pub const COMPARE_DEFAULT_VERSIONS: u32 = 50;
+/// Most versions one `compare` answer holds.
+pub const COMPARE_MAX_VERSIONS: u32 = 500;
 
 /// The latest verdict of one version on one recipe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,6 +578,9 @@ pub struct Comparison {
     pub recipes: Vec<String>,
     pub cells: Vec<CompareCell>,
     pub regressions: Vec<Regression>,
+    /// Older versions left out by the request's `limit`.
+    #[serde(default)]
+    pub older_versions: u32,
 }
 
 /// Which events a subscriber wants.

@@ -97,9 +97,11 @@ pub trait PytiApi {
     #[method(name = "get_task", with_extensions)]
     async fn get_task(&self, task_id: TaskId) -> RpcResult<Task>;
 
-    /// A task's progress events and state changes, oldest first. Roles: reader, submitter, admin.
+    /// A task's progress events and state changes, oldest first: at most
+    /// [`TASK_LOG_PAGE_LINES`](crate::job::TASK_LOG_PAGE_LINES) lines from line `from_line`
+    /// (0-based, default 0). A shorter page is the last. Roles: reader, submitter, admin.
     #[method(name = "task_log", with_extensions)]
-    async fn task_log(&self, task_id: TaskId) -> RpcResult<Vec<LogEntry>>;
+    async fn task_log(&self, task_id: TaskId, from_line: Option<u32>) -> RpcResult<Vec<LogEntry>>;
 
     /// A package's verdicts across versions and recipes, and which recipes regressed.
     /// Roles: reader, submitter, admin.

@@ -41,9 +41,10 @@ pub(super) async fn task_log(
     api: &Api,
     ext: &Extensions,
     task_id: TaskId,
+    from_line: u32,
 ) -> Result<Vec<LogEntry>, MasterError> {
     require(ext, roles::READ, "task_log")?;
-    api.store.task_log(task_id).await
+    api.store.task_log(task_id, from_line).await
 }
 
 pub(super) async fn compare(

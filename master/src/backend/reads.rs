@@ -145,10 +145,13 @@ pub(crate) async fn task(
     Ok(Some((task, job, attempts)))
 }
 
-/// A task's log lines: `(at_ms, attempt, phase, message)`, oldest first; `None` if no such task.
+/// A task's log lines: `(at_ms, attempt, phase, message)`, oldest first, at most `limit` from
+/// line `from` (0-based); `None` if no such task.
 pub(crate) async fn task_log(
     p: Pools<'_>,
     id: i64,
+    from: i64,
+    limit: i64,
 ) -> Result<Option<Vec<(i64, i64, String, String)>>, MasterError> {
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
         .bind(id)
@@ -165,25 +168,55 @@ pub(crate) async fn task_log(
                  UNION ALL SELECT NULL, updated_ms, attempt, 'state', $2 || lease_slave \
                  FROM tasks WHERE id = $1 AND ",
             unrecorded_lease!(),
-            ") AS lines ORDER BY line IS NULL, line"
+            ") AS lines ORDER BY line IS NULL, line LIMIT $3 OFFSET $4"
         ))
         .bind(id)
         .bind(super::transition::LEASE_LINE)
+        .bind(limit)
+        .bind(from)
         .fetch_all(p.read)
         .await?,
     ))
 }
 
-/// Every task of a package: `(version, recipe, task id, state, verdict)` in submission order.
-pub(crate) async fn package_tasks(
+/// A package's cells for `compare`: for each version and recipe (only `recipes` when not the
+/// JSON `[]`), the latest finished task, else the latest one still to finish; cancelled tasks
+/// do not count. Only the newest `versions` versions (in order of their first submission) are
+/// read: `(version, recipe, task id, state, verdict, how many versions the package has)`, oldest
+/// version first, then by recipe. The database picks the cells, so the rows read are at most
+/// versions x recipes however often each was run again.
+pub(crate) async fn package_cells(
     p: Pools<'_>,
     package: &str,
-) -> Result<Vec<(Option<String>, String, i64, String, Option<String>)>, MasterError> {
-    Ok(sqlx::query_as(
-        "SELECT j.package_version, t.recipe, t.id, t.state, t.verdict FROM tasks t \
-         JOIN jobs j ON j.id = t.job_id WHERE j.package_name = $1 ORDER BY j.id, t.id",
-    )
+    recipes_json: &str,
+    versions: i64,
+) -> Result<Vec<(String, String, i64, String, Option<String>, i64)>, MasterError> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT version, recipe, task_id, state, verdict, versions FROM (\
+             SELECT version, recipe, task_id, state, verdict, first_job, \
+                 DENSE_RANK() OVER (ORDER BY first_job DESC) AS newness, \
+                 DENSE_RANK() OVER (ORDER BY first_job DESC) \
+                     + DENSE_RANK() OVER (ORDER BY first_job) - 1 AS versions \
+             FROM (\
+                 SELECT version, recipe, task_id, state, verdict, \
+                     MIN(job_id) OVER (PARTITION BY version) AS first_job, \
+                     ROW_NUMBER() OVER (PARTITION BY version, recipe \
+                         ORDER BY CASE WHEN state = 'finished' THEN 0 ELSE 1 END, task_id DESC) \
+                         AS pick \
+                 FROM (\
+                     SELECT COALESCE(j.package_version, '?') AS version, t.recipe, \
+                         t.id AS task_id, t.job_id, t.state, t.verdict \
+                     FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                     WHERE j.package_name = $1 AND t.state <> 'cancelled' \
+                         AND ($2 = '[]' OR t.recipe IN (",
+        json_text_elements!("$2"),
+        "))) AS package_tasks \
+             ) AS picked WHERE pick = 1 \
+         ) AS cells WHERE newness <= $3 ORDER BY first_job, recipe"
+    ))
     .bind(normalize_name(package))
+    .bind(recipes_json)
+    .bind(versions)
     .fetch_all(p.read)
     .await?)
 }

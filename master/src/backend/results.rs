@@ -6,7 +6,7 @@ use super::{Pools, POSTGRES};
 use crate::backend::rows::TaskRow;
 use crate::error::MasterError;
 use crate::state::{self, Transition};
-use crate::store::Change;
+use crate::store::{Change, MAX_LOG_LINES_PER_ATTEMPT};
 use crate::verdict;
 use pyti_wire::job::{
     AttemptOutcome, ProgressReport, ReportOutcome, ReportReceipt, ResultReport, TaskState, Verdict,
@@ -61,7 +61,8 @@ fn check_lease(task: &TaskRow, attempt: u32, lease_id: &str) -> Result<(), Maste
     Ok(())
 }
 
-/// Records a phase event; the first one moves the task from leased to running.
+/// Records a phase event; the first one moves the task from leased to running. Refused, with
+/// nothing written, once the attempt has [`MAX_LOG_LINES_PER_ATTEMPT`] log lines.
 pub(crate) async fn progress(
     p: Pools<'_>,
     report: &ProgressReport,
@@ -70,6 +71,19 @@ pub(crate) async fn progress(
     write_tx!(p, |tx| {
         let task = lock_task(&mut tx, report.task_id).await?;
         check_lease(&task, report.attempt, &report.lease_id)?;
+        let lines: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM task_log WHERE task_id = $1 AND attempt = $2")
+                .bind(task.id)
+                .bind(task.attempt)
+                .fetch_one(&mut *tx)
+                .await?;
+        if lines >= MAX_LOG_LINES_PER_ATTEMPT {
+            return Err(MasterError::Conflict(format!(
+                "task {} attempt {} already has {lines} log lines, the most one attempt keeps; \
+                 the line was not recorded (report phases, not output)",
+                task.id, task.attempt
+            )));
+        }
         let change = if task.state()? == TaskState::Leased {
             Some(transition::apply(&mut tx, &task, Transition::Start, None, now).await?)
         } else {
