@@ -351,8 +351,35 @@ pub struct SubmitArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A job id; without it, the most recent jobs.
+    /// A job id; without it, the most recent jobs (filtered by the options below).
     pub job: Option<String>,
+    /// Only jobs of this package.
+    #[arg(long, conflicts_with = "job")]
+    pub package: Option<String>,
+    /// Only jobs with a task for this recipe.
+    #[arg(long, conflicts_with = "job")]
+    pub recipe: Option<String>,
+    /// Only jobs with a task in this state (queued, leased, running, finished, cancelled) or
+    /// with this verdict (pass, fail, error, timeout, tmpfail).
+    #[arg(long, conflicts_with = "job")]
+    pub status: Option<String>,
+    /// Only jobs of this submitter (a token's name).
+    #[arg(long, conflicts_with = "job")]
+    pub submitter: Option<String>,
+    /// Only jobs created since then: a date (2026-11-20), a UTC time (2026-11-20 14:00) or an
+    /// age (30m, 12h, 7d).
+    #[arg(long, conflicts_with = "job")]
+    pub since: Option<String>,
+    /// Only jobs older than this job (the next page: the command prints it when there are more).
+    #[arg(long, conflicts_with = "job")]
+    pub before: Option<String>,
+    /// At most this many jobs, newest first.
+    #[arg(long, default_value_t = 20, conflicts_with = "job",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub connection: MasterConnection,
 }

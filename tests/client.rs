@@ -301,6 +301,41 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
     // A package the master never saw is an error that says so, not an empty "no regressions".
     let out = run(&mut c.pyti(&["compare", "never-submitted"]));
     assert_fails_saying(&out, 2, "no results for `never-submitted`");
+
+    // `status` filters and pages the job list.
+    let job_ids = |args: &[&str]| -> Vec<i64> {
+        let out = run(&mut c.pyti(&[&["status", "--json"], args].concat()));
+        assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+        let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        jobs.iter().map(|j| j["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(job_ids(&[]), [2, 1], "newest first");
+    assert_eq!(job_ids(&["--status", "error"]), [2]);
+    assert_eq!(
+        job_ids(&["--package", "SIX", "--recipe", "debian-12"]),
+        [2, 1]
+    );
+    assert_eq!(job_ids(&["--since", "1d", "--status", "pass"]), [1]);
+    assert!(job_ids(&["--since", "2999-01-01"]).is_empty());
+    assert!(job_ids(&["--submitter", "someone-else"]).is_empty());
+    assert_eq!(job_ids(&["--before", "2"]), [1]);
+    let out = run(&mut c.pyti(&["status", "--limit", "1"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("six==1.17.0") && !stdout.contains("six==1.16.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the same command with --before 2"),
+        "{stdout}"
+    );
+    let out = run(&mut c.pyti(&["status", "--since", "2999-01-01"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no jobs match"));
+    let out = run(&mut c.pyti(&["status", "--since", "yesterday"]));
+    assert_fails_saying(&out, 2, "is not a date");
+    let out = run(&mut c.pyti(&["status", "--status", "bogus"]));
+    assert_fails_saying(&out, 2, "`bogus` is not a state");
 }
 
 /// A task whose log is longer than one `task_log` page: every attempt fills its log up to the

@@ -954,6 +954,25 @@ async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
         .await,
         1
     );
+    // Paging: each page starts below the oldest job of the page before.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_jobs(&JobFilter {
+                limit: Some(2),
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(oldest) = page.last() else { break };
+        before = Some(oldest.id);
+        pages.push(page.iter().map(|j| j.id).collect::<Vec<_>>());
+        assert!(pages.len() <= all.len(), "paging does not end: {pages:?}");
+    }
+    let ids: Vec<i64> = all.iter().map(|j| j.id).collect();
+    assert_eq!(pages, [ids[..2].to_vec(), ids[2..].to_vec()]);
     assert!(matches!(
         store.list_jobs(&JobFilter { status: Some("bogus".into()), ..Default::default() }).await,
         Err(MasterError::InvalidField { field, .. }) if field == "status"

@@ -242,10 +242,24 @@ fn show(
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(|text| parse_since(text, chrono::Utc::now()))
+        .transpose()?;
+    let before = args
+        .before
+        .as_deref()
+        .map(|text| parse_id(text, "job", "pyti status"))
+        .transpose()?;
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
         if let Some(job) = args.job {
             let results = job_results(&client, parse_job(&job)?).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&results.job)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "job {}: {} ({})",
                 results.job.id, results.job.package, results.job.trigger
@@ -253,13 +267,27 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("{}", report::summary_table(&results));
             return Ok(ExitCode::SUCCESS);
         }
+        let filter = JobFilter {
+            package: args.package,
+            recipe: args.recipe,
+            status: args.status,
+            submitter: args.submitter,
+            since_ms,
+            before,
+            limit: Some(args.limit),
+        };
         let jobs = client
-            .list_jobs(JobFilter {
-                limit: Some(20),
-                ..JobFilter::default()
-            })
+            .list_jobs(filter)
             .await
             .call_context(|| format!("listing jobs on {}", args.connection.master))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&jobs)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if jobs.is_empty() {
+            println!("no jobs match");
+            return Ok(ExitCode::SUCCESS);
+        }
         let mut table = super::new_table();
         table.set_header([
             "job",
@@ -269,7 +297,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "created",
             "tasks",
         ]);
-        for job in jobs {
+        for job in &jobs {
             let states = job
                 .tasks
                 .iter()
@@ -286,8 +314,55 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ]);
         }
         println!("{table}");
+        if let (true, Some(oldest)) = (jobs.len() == args.limit as usize, jobs.last()) {
+            println!(
+                "older jobs may follow: the same command with --before {}",
+                oldest.id
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `--since`: a date (`2026-11-20`, midnight UTC), a UTC time (`2026-11-20 14:00[:05]`, or
+/// RFC 3339 with its offset) or an age before `now` (`30m`, `12h`, `7d`), as Unix milliseconds.
+fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<i64> {
+    use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
+    let text = text.trim();
+    let age = text
+        .strip_suffix('m')
+        .map(|n| (n, 60))
+        .or_else(|| text.strip_suffix('h').map(|n| (n, 3600)))
+        .or_else(|| text.strip_suffix('d').map(|n| (n, 86_400)));
+    if let Some((n, unit)) = age {
+        if let Some(age) = n
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .and_then(TimeDelta::try_seconds)
+        {
+            return Ok((now - age).timestamp_millis());
+        }
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_time(NaiveTime::MIN).and_utc().timestamp_millis());
+    }
+    anyhow::bail!(
+        "--since `{text}` is not a date (2026-11-20), a UTC time (2026-11-20 14:00) or an age (30m, 12h, 7d)"
+    )
 }
 
 pub fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
@@ -404,4 +479,43 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(u8::from(!comparison.regressions.is_empty())))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_dates_utc_times_and_ages() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        for (text, expected) in [
+            ("2026-11-20", "2026-11-20T00:00:00Z"),
+            ("2026-11-20 14:00", "2026-11-20T14:00:00Z"),
+            ("2026-11-20T14:00:05", "2026-11-20T14:00:05Z"),
+            ("2026-11-20T14:00:00+02:00", "2026-11-20T12:00:00Z"),
+            ("30m", "2026-11-23T11:30:00Z"),
+            ("12h", "2026-11-23T00:00:00Z"),
+            (" 7d ", "2026-11-16T12:00:00Z"),
+        ] {
+            assert_eq!(parse_since(text, now).unwrap(), ms(expected), "{text}");
+        }
+        for bad in [
+            "yesterday",
+            "7w",
+            "-",
+            "2026-13-01",
+            "99999999999999999d",
+            "",
+        ] {
+            let e = parse_since(bad, now).unwrap_err().to_string();
+            assert!(e.contains("is not a date"), "{bad}: {e}");
+        }
+    }
 }

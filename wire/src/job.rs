@@ -394,6 +394,9 @@ pub struct JobFilter {
     /// Jobs created at or after this time (Unix milliseconds).
     #[serde(default)]
     pub since_ms: Option<i64>,
+    /// Only jobs older than this one: the next page after a page whose oldest job this was.
+    #[serde(default)]
+    pub before: Option<JobId>,
     /// At most this many jobs, newest first (default 100, at most 1000).
     #[serde(default)]
     pub limit: Option<u32>,

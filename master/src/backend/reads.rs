@@ -61,6 +61,9 @@ pub(crate) async fn list_jobs(
     if let Some(since) = filter.since_ms {
         qb.push(" AND created_ms >= ").push_bind(since);
     }
+    if let Some(before) = filter.before {
+        qb.push(" AND id < ").push_bind(before);
+    }
     if let Some(recipe) = &filter.recipe {
         qb.push(" AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.recipe = ")
             .push_bind(recipe.clone())
