@@ -408,3 +408,60 @@ fn log_reads_a_long_log_page_by_page() {
         }
     }
 }
+
+/// A refusal that asking again cannot change ends `submit --wait` at once: the token it
+/// follows the job with is revoked and the master restarted (the open subscription was
+/// authorised when it began; the next one is refused).
+#[test]
+fn submit_wait_ends_at_once_when_its_token_is_revoked() {
+    let mut c = Cluster::start(tempfile::tempdir().unwrap());
+    let token_cmd = |args: &[&str]| {
+        let out = run(pyti(c.data.path())
+            .args(["master", "token"])
+            .args(args)
+            .args(["--database", &c.db]));
+        assert!(out.status.success(), "{}", explain(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let waiter = token_cmd(&["add", "waiter", "--role", "submitter"]);
+    let mut child = pyti(c.data.path())
+        .args(["submit", "six==1.16.0", "--recipe", "debian-12", "--wait"])
+        .args(["--master", &c.url, "--token", &waiter])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pyti submit starts");
+    let task =
+        c.rt.block_on(c.slave.claim(ClaimRequest {
+            slave: SLAVE.into(),
+            wait_secs: 30,
+        }))
+        .expect("claim")
+        .expect("the submitted task is claimed");
+    assert_eq!(task.task_id, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still following the job"
+    );
+
+    token_cmd(&["revoke", "waiter"]);
+    drop(c.master.take());
+    c.start_master();
+    let revoked = Instant::now();
+    // Well before the ~60 s that FOLLOW_TRIES pauses of 2 s would take.
+    while child.try_wait().unwrap().is_none() {
+        if revoked.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("submit --wait kept following with a revoked token");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_fails_saying(&out, 2, "the master refused");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("gave up following"),
+        "{}",
+        explain(&out)
+    );
+}

@@ -13,7 +13,7 @@ use pyti_wire::job::{
     CompareRequest, Event, EventFilter, Job, JobFilter, JobId, JobSpec, TaskState,
     TASK_LOG_PAGE_LINES,
 };
-use pyti_wire::rpc::PytiApiClient;
+use pyti_wire::rpc::{codes, PytiApiClient};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -123,9 +123,9 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 /// change. One that ends before the job is done (the master stopped, or this client fell
 /// behind) or cannot be opened is opened again after [`FOLLOW_PAUSE`], and the job read again,
 /// so a change in between is never missed, only shown late. Gives up after [`FOLLOW_TRIES`]
-/// failures in a row. A refusal counts as one of them: the token was just accepted for
-/// `submit_job`, and every role that may submit may also read, so a refusal here means the
-/// token was revoked or the master replaced meanwhile.
+/// failures in a row, and at once when the master refuses for a reason that asking again
+/// cannot change ([`is_final_refusal`]): the token was just accepted for `submit_job`, so it
+/// was revoked meanwhile, or the master was replaced by one that does not know the job.
 async fn follow(
     connection: &MasterConnection,
     client: &HttpClient,
@@ -138,6 +138,7 @@ async fn follow(
     let mut shown: HashMap<i64, (String, TaskState)> = HashMap::new();
     let mut failures = 0;
     let result = loop {
+        let mut final_refusal = false;
         let outcome = async {
             // Subscribed before the job is read: a change in between arrives as an event.
             let ws = ws_client(&connection.master, connection.token.as_deref()).await?;
@@ -146,10 +147,12 @@ async fn follow(
                     job_id: Some(job_id),
                 })
                 .await
+                .inspect_err(|e| final_refusal = is_final_refusal(e))
                 .call_context(|| format!("following job {job_id}"))?;
             let job = client
                 .get_job(job_id)
                 .await
+                .inspect_err(|e| final_refusal = is_final_refusal(e))
                 .call_context(|| format!("reading job {job_id}"))?;
             show_job(&bar, &mut shown, &job);
             while let Some(event) = events.next().await {
@@ -192,6 +195,7 @@ async fn follow(
                     Ok(_) | Err(_) => reason,
                 }
             }
+            Err(e) if final_refusal => break Err(e),
             Err(e) => format!("{e:#}"),
         };
         failures += 1;
@@ -206,6 +210,13 @@ async fn follow(
     };
     bar.finish_and_clear();
     result
+}
+
+/// Whether `e` is a refusal that asking again cannot change: the token is not (or no longer)
+/// accepted, its role may not read, or the master does not know the job.
+fn is_final_refusal(e: &jsonrpsee::core::ClientError) -> bool {
+    matches!(e, jsonrpsee::core::ClientError::Call(refusal)
+        if [codes::UNAUTHENTICATED, codes::FORBIDDEN, codes::NOT_FOUND].contains(&refusal.code()))
 }
 
 /// Shows the state of each of `job`'s tasks that changed since it was last shown.
