@@ -141,6 +141,36 @@ macro_rules! on_backend {
     };
 }
 
+/// [`on_backend!`] for a read: on PostgreSQL, a read that failed because its pooled connection
+/// was lost (see [`postgres::connection_lost`]) is tried again, at most once per connection the
+/// pool holds; a read changes nothing, so trying it again is always safe. (Writes are covered by
+/// `begin_write`: a lost connection fails at its `BEGIN`.)
+macro_rules! read_on_backend {
+    ($store:expr, $module:ident :: $function:ident ( $($arg:expr),* $(,)? )) => {
+        match &$store.backend {
+            Backend::Sqlite { read, write } => {
+                sqlite::$module::$function(sqlite::Pools { read, write }, $($arg),*).await
+            }
+            Backend::Postgres { pool, .. } => {
+                let mut lost = 0;
+                loop {
+                    let pools = postgres::Pools { read: pool, write: pool };
+                    match postgres::$module::$function(pools, $($arg),*).await {
+                        Err(MasterError::Database(e))
+                            if postgres::connection_lost(&e)
+                                && lost < pool.options().get_max_connections() =>
+                        {
+                            lost += 1;
+                            tracing::debug!(error = %e, "a pooled connection was lost; reading again");
+                        }
+                        other => break other,
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -485,7 +515,7 @@ impl Store {
         if let Some(info) = self.lock_slaves().get(name) {
             return Ok(info.clone());
         }
-        let found = on_backend!(self, dispatch::slave(name))?;
+        let found = read_on_backend!(self, dispatch::slave(name))?;
         let Some((recipes_json, slots)) = found else {
             return Err(MasterError::NotFound {
                 what: "slave",
@@ -578,7 +608,7 @@ impl Store {
         {
             return Ok(r.clone());
         }
-        let body = on_backend!(self, reads::snapshot(id))?;
+        let body = read_on_backend!(self, reads::snapshot(id))?;
         let recipe: Arc<Recipe> = Arc::new(
             serde_json::from_str(&body)
                 .map_err(|e| MasterError::Corrupt(format!("recipe snapshot {id}: {e}")))?,
@@ -689,7 +719,7 @@ impl Store {
 
     /// A job and its tasks.
     pub async fn get_job(&self, job_id: i64) -> Result<Job, MasterError> {
-        let found = on_backend!(self, reads::job(job_id))?;
+        let found = read_on_backend!(self, reads::job(job_id))?;
         let (job, tasks) = found.ok_or(MasterError::NotFound {
             what: "job",
             id: job_id.to_string(),
@@ -717,7 +747,7 @@ impl Store {
         if let Some(s) = &filter.submitter {
             job_spec::check_name("submitter", s)?;
         }
-        let rows = on_backend!(self, reads::list_jobs(filter))?;
+        let rows = read_on_backend!(self, reads::list_jobs(filter))?;
         rows.into_iter()
             .map(|(job, tasks)| build_job(job, tasks))
             .collect()
@@ -725,7 +755,7 @@ impl Store {
 
     /// A task with every attempt (and its raw data).
     pub async fn get_task(&self, task_id: i64) -> Result<Task, MasterError> {
-        let found = on_backend!(self, reads::task(task_id))?;
+        let found = read_on_backend!(self, reads::task(task_id))?;
         let (task, job, attempts) = found.ok_or(MasterError::NotFound {
             what: "task",
             id: task_id.to_string(),
@@ -771,7 +801,7 @@ impl Store {
         from_line: u32,
     ) -> Result<Vec<LogEntry>, MasterError> {
         let page = i64::from(TASK_LOG_PAGE_LINES);
-        let lines = on_backend!(self, reads::task_log(task_id, i64::from(from_line), page))?;
+        let lines = read_on_backend!(self, reads::task_log(task_id, i64::from(from_line), page))?;
         let lines = lines.ok_or(MasterError::NotFound {
             what: "task",
             id: task_id.to_string(),
@@ -803,7 +833,7 @@ impl Store {
             ));
         }
         let recipes_json = serde_json::json!(request.recipes).to_string();
-        let rows = on_backend!(
+        let rows = read_on_backend!(
             self,
             reads::package_cells(&request.package, &recipes_json, i64::from(limit))
         )?;
@@ -879,12 +909,12 @@ impl Store {
 
     /// Checks that the database answers (`/health`).
     pub async fn ping(&self) -> Result<(), MasterError> {
-        on_backend!(self, reads::ping())
+        read_on_backend!(self, reads::ping())
     }
 
     /// Tasks per state name and verdict (`/metrics`).
     pub async fn state_counts(&self) -> Result<Vec<(TaskState, i64)>, MasterError> {
-        let rows = on_backend!(self, reads::state_counts())?;
+        let rows = read_on_backend!(self, reads::state_counts())?;
         rows.into_iter()
             .map(|(s, v, n)| {
                 let state = state::from_db(&s, v.as_deref())
@@ -909,7 +939,7 @@ impl Store {
     pub(crate) async fn token_list(
         &self,
     ) -> Result<Vec<(String, String, i64, Option<i64>)>, MasterError> {
-        on_backend!(self, tokens::list())
+        read_on_backend!(self, tokens::list())
     }
 
     pub(crate) async fn token_revoke(&self, name: &str) -> Result<bool, MasterError> {
@@ -921,7 +951,7 @@ impl Store {
         &self,
         sha256: &str,
     ) -> Result<Option<(String, String)>, MasterError> {
-        on_backend!(self, tokens::lookup(sha256))
+        read_on_backend!(self, tokens::lookup(sha256))
     }
 }
 

@@ -1394,6 +1394,81 @@ async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
     db.cleanup().await;
 }
 
+/// PostgreSQL ends every connection of the store (a server restart or failover, an
+/// administrator's `pg_terminate_backend`): the store notices as it next uses each one and takes
+/// another, so no claim, report, submission or read fails, and nothing is lost or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_lost_connections_cost_a_retry_and_nothing_else() {
+    let db = TestDb::postgres().await;
+    // This test's connections, told apart from every other test's by their name.
+    let name = format!("pyti-lost-{}", std::process::id());
+    let url = format!("{}&application_name={name}", db.url);
+    let store = Store::open(&url, common::options(&Clock::System, 3))
+        .await
+        .expect("open store");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = submit(&store, &format!("pkg{i}==1.0"), &["debian-12"], 5, "alice").await;
+        ids.extend(r.task_ids);
+    }
+    register(&store, "slave-a", &["debian-12"], 10).await;
+    let first = store.try_claim("slave-a").await.unwrap().expect("a task");
+    assert_eq!(first.task_id, ids[0]);
+
+    let admin = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(
+        ended.len() >= 2,
+        "the store's pool and its claim connection: {ended:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // Had a call failed, it would be retried as a slave or submitter would, and recorded.
+    let mut failures: Vec<String> = Vec::new();
+    macro_rules! with_retries {
+        ($call:expr) => {{
+            loop {
+                match $call {
+                    Ok(value) => break value,
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        assert!(failures.len() <= 4, "no recovery: {failures:#?}");
+                    }
+                }
+            }
+        }};
+    }
+    let second = with_retries!(store.try_claim("slave-a").await).expect("a task");
+    assert_eq!(second.task_id, ids[1], "the next task, none skipped");
+    with_retries!(store.report_result(&report(&first, infra("test"))).await);
+    let receipt = with_retries!(
+        store
+            .submit(&job("late==1.0", &["debian-12"], 5), "alice", false)
+            .await
+    );
+    let task = with_retries!(store.get_task(first.task_id).await);
+    assert_eq!(task.state, TaskState::Queued, "requeued for attempt 2");
+    // Every task is still there, each once: the three queued ones and the late one.
+    let mut claimed = vec![second.task_id];
+    while let Some(t) = with_retries!(store.try_claim("slave-a").await) {
+        claimed.push(t.task_id);
+    }
+    claimed.sort_unstable();
+    let mut expected = vec![ids[0], ids[1], ids[2], receipt.task_ids[0]];
+    expected.sort_unstable();
+    assert_eq!(claimed, expected);
+    assert!(failures.is_empty(), "calls failed: {failures:#?}");
+    admin.close().await;
+    store.close().await;
+    db.cleanup().await;
+}
+
 on_both_databases!(
     a_task_goes_from_queued_to_finished_with_its_raw_data,
     a_failing_step_fails_the_task_and_is_not_retried,

@@ -16,10 +16,37 @@ pub(crate) struct Pools<'a> {
 }
 
 /// Starts a read-committed write transaction; row locks do the rest.
+///
+/// A pooled connection the server ended since its last use (a server restart or failover, an
+/// administrator's `pg_terminate_backend`) fails at its `BEGIN`, before anything of the
+/// transaction was sent: the pool drops it and the next connection is tried, at most once per
+/// connection the pool holds, so such a loss never reaches the caller.
 pub(crate) async fn begin_write(
     p: Pools<'_>,
 ) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
-    p.write.begin().await
+    let mut lost = 0;
+    loop {
+        match p.write.begin().await {
+            Err(e) if connection_lost(&e) && lost < p.write.options().get_max_connections() => {
+                lost += 1;
+                tracing::debug!(error = %e, "a pooled connection was lost; trying another");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` says the connection itself is gone (so nothing sent on it took effect, unless
+/// it was a `COMMIT`): the socket failed, or the server ended the session (SQLSTATE class 08,
+/// connection exception, or 57P01-57P03, shut down by an administrator, a crash or a start).
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
+    }
 }
 
 /// The text elements of the JSON array parameter `$param` (a `"$N"` literal), as the rows of a
