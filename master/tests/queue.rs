@@ -1398,7 +1398,7 @@ async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
 /// administrator's `pg_terminate_backend`): the store notices as it next uses each one and takes
 /// another, so no claim, report, submission or read fails, and nothing is lost or skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgres_lost_connections_cost_a_retry_and_nothing_else() {
+async fn on_postgres_lost_connections_fail_no_call_and_lose_nothing() {
     let db = TestDb::postgres().await;
     // This test's connections, told apart from every other test's by their name.
     let name = format!("pyti-lost-{}", std::process::id());
