@@ -117,6 +117,17 @@ impl Cluster {
         ));
     }
 
+    /// Claims a task as the slave; `what` says which one is expected.
+    fn claim(&self, what: &str) -> ClaimedTask {
+        self.rt
+            .block_on(self.slave.claim(ClaimRequest {
+                slave: SLAVE.into(),
+                wait_secs: 30,
+            }))
+            .expect("claim")
+            .unwrap_or_else(|| panic!("no task claimed: {what}"))
+    }
+
     fn master_log(&self) -> String {
         self.master.as_ref().map(Daemon::log).unwrap_or_default()
     }
@@ -144,14 +155,7 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("pyti submit starts");
-        let task = self
-            .rt
-            .block_on(self.slave.claim(ClaimRequest {
-                slave: SLAVE.into(),
-                wait_secs: 30,
-            }))
-            .expect("claim")
-            .expect("the submitted task is claimed");
+        let task = self.claim("the submitted task is claimed");
         self.rt
             .block_on(self.slave.report_progress(ProgressReport {
                 task_id: task.task_id,
@@ -348,13 +352,7 @@ fn log_reads_a_long_log_page_by_page() {
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let mut refusals = 0;
     for attempt in 1..=ATTEMPTS {
-        let task =
-            c.rt.block_on(c.slave.claim(ClaimRequest {
-                slave: SLAVE.into(),
-                wait_secs: 30,
-            }))
-            .expect("claim")
-            .expect("the task is claimed again after each failure");
+        let task = c.claim("the task is claimed again after each failure");
         assert_eq!(task.attempt, attempt);
         for n in 0.. {
             let progress = ProgressReport {
@@ -431,13 +429,7 @@ fn submit_wait_ends_at_once_when_its_token_is_revoked() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("pyti submit starts");
-    let task =
-        c.rt.block_on(c.slave.claim(ClaimRequest {
-            slave: SLAVE.into(),
-            wait_secs: 30,
-        }))
-        .expect("claim")
-        .expect("the submitted task is claimed");
+    let task = c.claim("the submitted task is claimed");
     assert_eq!(task.task_id, 1);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(

@@ -861,32 +861,38 @@ async fn reopening_the_database_loses_nothing(db: &TestDb) {
     store.close().await;
 }
 
+/// Submits `demo==VERSION` for debian-12 and other-distro as alice, claims both tasks as slave
+/// `s` and reports them: passed, except on debian-12 when `debian_passes` is false.
+async fn run_demo(store: &Store, version: &str, debian_passes: bool) {
+    submit(
+        store,
+        &format!("demo=={version}"),
+        &["debian-12", "other-distro"],
+        5,
+        "alice",
+    )
+    .await;
+    for _ in 0..2 {
+        let t = store.try_claim("s").await.unwrap().unwrap();
+        let raw = if t.recipe.name == "debian-12" && !debian_passes {
+            failing(t.task_id, &t.recipe)
+        } else {
+            passing(t.task_id, &t.recipe)
+        };
+        store
+            .report_result(&report(&t, ReportOutcome::Raw { result: raw }))
+            .await
+            .unwrap();
+    }
+}
+
 async fn list_jobs_filters_and_compare_finds_regressions(db: &TestDb) {
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
     register(&store, "s", &["debian-12", "other-distro"], 10).await;
     // demo 1.0 passes everywhere; 2.0 fails on debian-12 only.
     for (version, debian_passes) in [("1.0", true), ("2.0", false)] {
-        submit(
-            &store,
-            &format!("demo=={version}"),
-            &["debian-12", "other-distro"],
-            5,
-            "alice",
-        )
-        .await;
-        for _ in 0..2 {
-            let t = store.try_claim("s").await.unwrap().unwrap();
-            let raw = if t.recipe.name == "debian-12" && !debian_passes {
-                failing(t.task_id, &t.recipe)
-            } else {
-                passing(t.task_id, &t.recipe)
-            };
-            store
-                .report_result(&report(&t, ReportOutcome::Raw { result: raw }))
-                .await
-                .unwrap();
-        }
+        run_demo(&store, version, debian_passes).await;
         clock.advance_ms(1000);
     }
     submit(&store, "other==1", &["debian-12"], 5, "bob").await;
@@ -1008,36 +1014,11 @@ async fn compare_shows_the_newest_versions_and_each_cell_s_latest_finished_run(d
     let clock = Clock::manual(START);
     let store = db.store(&clock, 3).await;
     register(&store, "s", &["debian-12", "other-distro"], 100).await;
-    let run = |version: &'static str, debian: bool| {
-        let store = &store;
-        async move {
-            submit(
-                store,
-                &format!("demo=={version}"),
-                &["debian-12", "other-distro"],
-                5,
-                "alice",
-            )
-            .await;
-            for _ in 0..2 {
-                let t = store.try_claim("s").await.unwrap().unwrap();
-                let raw = if t.recipe.name == "debian-12" && !debian {
-                    failing(t.task_id, &t.recipe)
-                } else {
-                    passing(t.task_id, &t.recipe)
-                };
-                store
-                    .report_result(&report(&t, ReportOutcome::Raw { result: raw }))
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    run("1.0", true).await;
-    run("2.0", true).await;
-    run("3.0", false).await;
+    run_demo(&store, "1.0", true).await;
+    run_demo(&store, "2.0", true).await;
+    run_demo(&store, "3.0", false).await;
     // 2.0 run again: it fails now; the latest finished run is the cell.
-    run("2.0", false).await;
+    run_demo(&store, "2.0", false).await;
     // 1.0 submitted again and left queued; then once more and cancelled.
     submit(&store, "demo==1.0", &["debian-12"], 5, "alice").await;
     let cancelled = submit(&store, "demo==1.0", &["debian-12"], 5, "alice").await;
