@@ -180,6 +180,8 @@ pub struct Counters {
     pub reports: AtomicU64,
     pub duplicate_reports: AtomicU64,
     pub expired_leases: AtomicU64,
+    /// How long each claim took to answer.
+    pub claim_latency: crate::metrics::Histogram,
 }
 
 #[derive(Debug, Clone)]
@@ -556,6 +558,7 @@ impl Store {
 
     /// Takes a task for `slave` if one is queued for its recipes (no waiting).
     pub async fn try_claim(&self, slave: &str) -> Result<Option<ClaimedTask>, MasterError> {
+        let started = Instant::now();
         let info = self.slave(slave).await?;
         let lease_id = new_lease_id();
         let (reply, answer) = oneshot::channel();
@@ -574,6 +577,7 @@ impl Store {
             .await
             .map_err(|_| MasterError::Dispatch("the claim batcher stopped".into()))?
             .map_err(MasterError::Dispatch)?;
+        self.counters.claim_latency.observe(started.elapsed());
         let Some((claimed, upload)) = claimed else {
             self.counters.empty_claims.fetch_add(1, Ordering::Relaxed);
             return Ok(None);

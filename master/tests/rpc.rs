@@ -394,6 +394,20 @@ async fn a_task_travels_the_wire_and_subscribers_get_a_final_event() {
         "{metrics}"
     );
     assert!(metrics.contains("pyti_claims_total 1"), "{metrics}");
+    // Every claim round counted once in the latency histogram, the task's claim among them.
+    let claim_rounds: u64 = ["pyti_claims_total ", "pyti_empty_claims_total "]
+        .iter()
+        .filter_map(|name| metrics.lines().find_map(|l| l.strip_prefix(name)))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        claim_rounds >= 1
+            && metrics.contains(&format!("pyti_claim_seconds_count {claim_rounds}"))
+            && metrics.contains(&format!(
+                "pyti_claim_seconds_bucket{{le=\"+Inf\"}} {claim_rounds}"
+            )),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("pyti_duplicate_reports_total 1"),
         "{metrics}"
