@@ -147,7 +147,10 @@ macro_rules! on_backend {
 /// `begin_write`: a lost connection fails at its `BEGIN`.)
 macro_rules! read_on_backend {
     ($store:expr, $module:ident :: $function:ident ( $($arg:expr),* $(,)? )) => {
-        match &$store.backend {
+        read_on_backend!(backend: &$store.backend, $module::$function($($arg),*))
+    };
+    (backend: $backend:expr, $module:ident :: $function:ident ( $($arg:expr),* $(,)? )) => {
+        match $backend {
             Backend::Sqlite { read, write } => {
                 sqlite::$module::$function(sqlite::Pools { read, write }, $($arg),*).await
             }
@@ -1152,21 +1155,7 @@ async fn answer_batch(
                 .filter(|c| c.picked.has_upload)
                 .map(|c| c.picked.task.job_id)
                 .collect();
-            let uploads = match &backend {
-                Backend::Sqlite { read, write } => {
-                    sqlite::reads::uploads(sqlite::Pools { read, write }, &job_ids).await
-                }
-                Backend::Postgres { pool, .. } => {
-                    postgres::reads::uploads(
-                        postgres::Pools {
-                            read: pool,
-                            write: pool,
-                        },
-                        &job_ids,
-                    )
-                    .await
-                }
-            };
+            let uploads = read_on_backend!(backend: &backend, reads::uploads(&job_ids));
             uploads.map(|uploads| {
                 claimed
                     .into_iter()

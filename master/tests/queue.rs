@@ -1387,9 +1387,21 @@ async fn on_postgres_lost_connections_fail_no_call_and_lose_nothing() {
     let store = Store::open(&url, common::options(&Clock::System, 3))
         .await
         .expect("open store");
+    // The second task is an upload: its claim reads the bytes on the read pool after commit.
+    let content = b"an sdist's bytes".to_vec();
+    let mut upload = job("ignored==1", &["debian-12"], 5);
+    upload.package = PackageSpec::upload(
+        "demo-1.0.tar.gz",
+        &hex::encode(sha2::Sha256::digest(&content)),
+        &content,
+    );
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = submit(&store, &format!("pkg{i}==1.0"), &["debian-12"], 5, "alice").await;
+        let r = if i == 1 {
+            store.submit(&upload, "alice", false).await.unwrap()
+        } else {
+            submit(&store, &format!("pkg{i}==1.0"), &["debian-12"], 5, "alice").await
+        };
         ids.extend(r.task_ids);
     }
     register(&store, "slave-a", &["debian-12"], 10).await;
@@ -1427,6 +1439,10 @@ async fn on_postgres_lost_connections_fail_no_call_and_lose_nothing() {
     }
     let second = with_retries!(store.try_claim("slave-a").await).expect("a task");
     assert_eq!(second.task_id, ids[1], "the next task, none skipped");
+    assert!(
+        matches!(&second.package, PackageSpec::Upload { content_hex, .. } if *content_hex == hex::encode(&content)),
+        "the upload's bytes"
+    );
     with_retries!(store.report_result(&report(&first, infra("test"))).await);
     let receipt = with_retries!(
         store
