@@ -408,13 +408,24 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Pages of a task's log `pyti log` reads at most: 100,000 lines, five times the most a master
+/// keeps (100 attempts of 200 lines).
+const MAX_LOG_PAGES: u32 = 100;
+
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let task_id = parse_id(&args.task, "task", "pyti status JOB")?;
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
         // Page by page until a short page, each from the line after the last one read.
         let mut entries = Vec::new();
-        loop {
+        for pages in 1.. {
+            if pages > MAX_LOG_PAGES {
+                anyhow::bail!(
+                    "task {task_id}'s log is longer than {MAX_LOG_PAGES} pages, more than a \
+                     master keeps; is {} a pyti master?",
+                    args.connection.master
+                );
+            }
             let page = client
                 .task_log(task_id, Some(entries.len() as u32))
                 .await
