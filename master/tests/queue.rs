@@ -1123,10 +1123,8 @@ async fn an_attempt_s_log_is_bounded_and_read_in_pages(db: &TestDb) {
             assert!(stored <= MAX_LOG_LINES, "progress was never refused");
         }
         // The lease line and the start line are the attempt's first two.
-        // Before its progress, an attempt has the lease and the start lines, and from the
-        // second on the line that requeued the task after the attempt before.
-        let state_lines = if attempt == 1 { 2 } else { 3 };
-        assert_eq!(stored, MAX_LOG_LINES - state_lines);
+        // Before its progress, an attempt has its lease and start lines.
+        assert_eq!(stored, MAX_LOG_LINES - 2);
         store
             .report_result(&report(&task, infra("the VM did not boot")))
             .await
@@ -1145,13 +1143,22 @@ async fn an_attempt_s_log_is_bounded_and_read_in_pages(db: &TestDb) {
             break;
         }
     }
-    // Every attempt holds MAX_LOG_LINES lines; the last also its end (tmpfail).
-    let total = MAX_LOG_LINES * ATTEMPTS as usize + 1;
+    // Every attempt: MAX_LOG_LINES lines, then the line that ends it (under its own number:
+    // requeued, and the last one tmpfail).
+    let per_attempt = MAX_LOG_LINES + 1;
+    let total = per_attempt * ATTEMPTS as usize;
     assert_eq!(lines.len(), total);
     assert_eq!(pages, [1000, total - 1000]);
     for (i, line) in lines.iter().enumerate() {
-        let attempt = (i / MAX_LOG_LINES + 1).min(ATTEMPTS as usize);
-        assert_eq!(line.attempt as usize, attempt, "line {i}: {line:?}");
+        assert_eq!(
+            line.attempt as usize,
+            i / per_attempt + 1,
+            "line {i}: {line:?}"
+        );
+    }
+    for attempt in 1..=ATTEMPTS as usize {
+        let end = &lines[attempt * per_attempt - 1];
+        assert!(end.message.contains("the VM did not boot"), "{end:?}");
     }
     assert!(
         lines[total - 1].message.contains("tmpfail"),
@@ -1163,7 +1170,7 @@ async fn an_attempt_s_log_is_bounded_and_read_in_pages(db: &TestDb) {
         .filter(|l| l.phase == "step" && l.attempt == 3)
         .map(|l| l.message.as_str())
         .collect();
-    assert_eq!(progress.len(), MAX_LOG_LINES - 3);
+    assert_eq!(progress.len(), MAX_LOG_LINES - 2);
     assert!(progress
         .iter()
         .enumerate()

@@ -127,7 +127,9 @@ pub(crate) async fn apply(
             Some(end) => format!("{from} -> {to}: {}", end.reason),
             None => format!("{from} -> {to}"),
         };
-        log(tx, task.id, attempt, now, "state", &message).await?;
+        // Under the attempt it ends: a retry's "running -> queued: REASON" says why that
+        // attempt failed; the next attempt's lines begin with its lease.
+        log(tx, task.id, task.attempt, now, "state", &message).await?;
     }
     Ok(Change {
         job_id: task.job_id,
