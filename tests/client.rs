@@ -323,6 +323,14 @@ fn submit_wait_follows_a_job_to_its_verdict_and_compare_exits_1_on_a_regression(
     assert!(job_ids(&["--since", "2999-01-01"]).is_empty());
     assert!(job_ids(&["--submitter", "someone-else"]).is_empty());
     assert_eq!(job_ids(&["--before", "2"]), [1]);
+    let out = run(&mut c.pyti(&["status", "2", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let job: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        (&job["id"], job["tasks"].as_array().map(Vec::len)),
+        (&serde_json::json!(2), Some(1)),
+        "{job:#}"
+    );
     let out = run(&mut c.pyti(&["status", "--limit", "1"]));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

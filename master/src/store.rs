@@ -127,7 +127,9 @@ enum Backend {
     },
 }
 
-/// Calls `$module::$function(pools, args…)` on whichever backend the store has.
+/// Calls `$module::$function(pools, args…)` on whichever backend the store has: for writes,
+/// whose `write_tx!` replaces a lost PostgreSQL connection at `BEGIN` and must not be tried
+/// again after it. Reads go through [`read_on_backend!`].
 macro_rules! on_backend {
     ($store:expr, $module:ident :: $function:ident ( $($arg:expr),* $(,)? )) => {
         match &$store.backend {
@@ -844,62 +846,54 @@ impl Store {
             self,
             reads::package_cells(&request.package, &recipes_json, i64::from(limit))
         )?;
+        // One row per cell, oldest version first: the versions in order, and the cells.
         let mut versions: Vec<String> = Vec::new();
-        let mut recipes: Vec<String> = Vec::new();
-        let mut latest: HashMap<(String, String), CompareCell> = HashMap::new();
         let mut all_versions = 0;
+        let mut cells = Vec::with_capacity(rows.len());
         for (version, recipe, task_id, state_text, verdict, count) in rows {
             all_versions = count;
-            // Rows come oldest version first.
             if versions.last() != Some(&version) {
                 versions.push(version.clone());
-            }
-            if !recipes.contains(&recipe) {
-                recipes.push(recipe.clone());
             }
             let verdict = match state::from_db(&state_text, verdict.as_deref()) {
                 Some(TaskState::Finished(v)) => Some(v),
                 Some(_) => None,
                 None => return Err(MasterError::Corrupt(format!("task {task_id} state"))),
             };
-            let key = (version.clone(), recipe.clone());
-            let cell = CompareCell {
+            cells.push(CompareCell {
                 version,
                 recipe,
                 task_id,
                 verdict,
-            };
-            latest.insert(key, cell);
+            });
         }
-        recipes.sort();
-        let mut cells = Vec::new();
+        // By recipe, each recipe's versions still oldest first (the sort is stable): a
+        // regression is a cell that did not pass after the recipe's last non-tmpfail verdict
+        // passed.
+        cells.sort_by(|a, b| a.recipe.cmp(&b.recipe));
+        let mut recipes: Vec<String> = Vec::new();
         let mut regressions = Vec::new();
-        for recipe in &recipes {
-            let mut previous: Option<(String, Verdict)> = None;
-            for version in &versions {
-                let Some(cell) = latest.get(&(version.clone(), recipe.clone())) else {
-                    continue;
-                };
-                cells.push(cell.clone());
-                let Some(verdict) = cell.verdict else {
-                    continue;
-                };
-                if verdict == Verdict::Tmpfail {
-                    continue;
-                }
-                if let Some((from_version, from)) = &previous {
-                    if *from == Verdict::Pass && verdict != Verdict::Pass {
-                        regressions.push(Regression {
-                            recipe: recipe.clone(),
-                            from_version: from_version.clone(),
-                            to_version: version.clone(),
-                            from: *from,
-                            to: verdict,
-                        });
-                    }
-                }
-                previous = Some((version.clone(), verdict));
+        let mut previous: Option<(&str, Verdict)> = None;
+        for cell in &cells {
+            if recipes.last() != Some(&cell.recipe) {
+                recipes.push(cell.recipe.clone());
+                previous = None;
             }
+            let Some(verdict) = cell.verdict.filter(|v| *v != Verdict::Tmpfail) else {
+                continue;
+            };
+            if let Some((from_version, Verdict::Pass)) = previous {
+                if verdict != Verdict::Pass {
+                    regressions.push(Regression {
+                        recipe: cell.recipe.clone(),
+                        from_version: from_version.to_string(),
+                        to_version: cell.version.clone(),
+                        from: Verdict::Pass,
+                        to: verdict,
+                    });
+                }
+            }
+            previous = Some((&cell.version, verdict));
         }
         let older_versions = u32::try_from(all_versions)
             .unwrap_or(u32::MAX)

@@ -266,11 +266,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let client = connect(&args.connection)?;
         if let Some(job) = args.job {
-            let results = job_results(&client, parse_job(&job)?).await?;
+            let job_id = parse_job(&job)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&results.job)?);
+                // The job and its tasks' states: no need for every task's raw data.
+                let job = client
+                    .get_job(job_id)
+                    .await
+                    .call_context(|| format!("reading job {job_id}"))?;
+                println!("{}", serde_json::to_string_pretty(&job)?);
                 return Ok(ExitCode::SUCCESS);
             }
+            let results = job_results(&client, job_id).await?;
             println!(
                 "job {}: {} ({})",
                 results.job.id, results.job.package, results.job.trigger
