@@ -85,13 +85,14 @@ const MAX_CLAIM_BATCH: usize = 256;
 /// Claims waiting for the batcher before callers wait for room.
 const CLAIM_QUEUE: usize = 4096;
 /// Claim batches in flight at once on PostgreSQL. With one, a claim arriving while a batch is
-/// written waits for it to commit before its own batch starts (~1.5 batches at a light load)
+/// written waits for it to finish before its own batch starts (~1.5 batches at a light load)
 /// and the server idles through every round trip. A second batch starts as the claim arrives
-/// and reads and picks while the first writes: the two meet only on the rows of the lanes they
-/// both serve, locked from the lease to the commit, and on a slave's row when one slave claims
-/// in both. They skip each other's picked tasks (`SKIP LOCKED`) as two masters do. A third did
-/// worse on two cores (closed loop, 200,000 tasks: 10,658-11,060 claims/s against
-/// 12,808-14,176 with two, alternated). SQLite has one writer, so one batch.
+/// and reads while the first leases: the two meet only on the rows of the lanes they both
+/// serve and on a slave's row when one slave claims in both, each locked for the length of one
+/// statement. They skip each other's picked tasks (`SKIP LOCKED`) as two masters do. A third
+/// did worse on two cores, and so did one (closed loop, 100,000 tasks, alternated: three
+/// 11,030 and 10,970 claims/s, one 9,771 and 9,193, two 10,579 and 12,844). SQLite has one
+/// writer, so one batch.
 const POSTGRES_CLAIM_BATCHES: usize = 2;
 
 /// A task's change of state, as published to subscribers.
@@ -1083,8 +1084,8 @@ async fn batch_claims(
 /// of nearly every claimer and one of a single claim: the lone claimer's batch comes back
 /// first, and it starts the next one alone while the others wait for the big one (measured
 /// with 50 claimers: more than half of the batches had one claim, a tenth had 48 or 49). Each
-/// batch costs a fixed part (five round trips, three statements) whatever its size, so those
-/// one-claim batches took a connection for little. With even shares the two batches stay about
+/// batch costs a fixed part (round trips, statements) whatever its size, so those one-claim
+/// batches took a connection for little. With even shares the two batches stay about
 /// the same size (9 to 25 claims, 17 on average, in the same bench), and each is shorter.
 fn batch_share(waiting: usize, in_flight: usize, batches: usize) -> usize {
     (waiting + in_flight)
@@ -1182,15 +1183,23 @@ async fn answer_batch(
     }
 }
 
-/// Times a claim batch is tried when PostgreSQL reports a deadlock or serialization failure.
-const CLAIM_BATCH_TRIES: u32 = 3;
+/// Times a claim batch is tried when PostgreSQL reports a deadlock, a serialization failure or
+/// a lost connection: at least once more than the claim connections, each of which the server
+/// may have ended while it was pooled.
+const CLAIM_BATCH_TRIES: u32 = POSTGRES_CLAIM_BATCHES as u32 + 1;
 
-/// Whether `e` is a PostgreSQL deadlock (40P01) or serialization failure (40001): retry.
+/// Whether a claim batch that failed with `e` is tried again: a PostgreSQL deadlock (40P01) or
+/// serialization failure (40001), or a connection the server ended. A batch returns an error
+/// only when its first round failed, and its lease is one statement; one whose outcome a lost
+/// connection hid was never answered, so its leases expire and nothing runs twice.
 fn is_transient(e: &MasterError) -> bool {
     match e {
-        MasterError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+        MasterError::Database(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
+        {
+            true
         }
+        MasterError::Database(e) => postgres::connection_lost(e),
         _ => false,
     }
 }

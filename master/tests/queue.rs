@@ -1382,6 +1382,142 @@ async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
     db.cleanup().await;
 }
 
+/// Every queued task of the lane first in line is held by another transaction (another
+/// master's batch between its pick and its commit): the claim's lease comes back short, and the
+/// claim goes to the next lane in the batch's next round instead of coming back empty. The
+/// short lane's count is left alone, so its tasks are claimed once they are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_claim_goes_to_the_next_lane_when_its_lane_is_held() {
+    let db = TestDb::postgres().await;
+    let store = db.store(&Clock::System, 3).await;
+    let mut alice = Vec::new();
+    let mut bob = Vec::new();
+    for i in 0..2 {
+        alice.extend(
+            submit(&store, &format!("a{i}==1.0"), &["debian-12"], 5, "alice")
+                .await
+                .task_ids,
+        );
+        bob.extend(
+            submit(&store, &format!("b{i}==1.0"), &["debian-12"], 5, "bob")
+                .await
+                .task_ids,
+        );
+    }
+    register(&store, "slave-a", &["debian-12"], 10).await;
+    let other = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let lanes = || async {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT submitter, queued FROM lanes ORDER BY submitter")
+                .fetch_all(&other)
+                .await
+                .unwrap();
+        rows
+    };
+    let mut holding = other.begin().await.unwrap();
+    let held: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE submitter = 'alice' ORDER BY id FOR UPDATE")
+            .fetch_all(&mut *holding)
+            .await
+            .unwrap();
+    assert_eq!(held, alice);
+    // Neither lane was served: alice's is first in line (by name).
+    let claimed = store.try_claim("slave-a").await.unwrap();
+    assert_eq!(claimed.map(|t| t.task_id), Some(bob[0]));
+    holding.rollback().await.unwrap();
+    assert_eq!(lanes().await, [("alice".into(), 2), ("bob".into(), 1)]);
+
+    let mut rest = Vec::new();
+    while let Some(task) = store.try_claim("slave-a").await.unwrap() {
+        rest.push(task.task_id);
+        assert!(rest.len() <= 3, "more tasks than were queued: {rest:?}");
+    }
+    rest.sort_unstable();
+    assert_eq!(rest, [alice[0], alice[1], bob[1]]);
+    assert_eq!(lanes().await, [("alice".into(), 0), ("bob".into(), 0)]);
+    other.close().await;
+    store.close().await;
+    db.cleanup().await;
+}
+
+/// A claim batch reads its slaves' held counts without a lock, and its lease checks them again
+/// under the slaves' locks: here another transaction fills the slave's only slot between the
+/// two (as another master's batch for the same slave would). The claim gets nothing, and
+/// nothing is leased or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_slave_filled_by_another_batch_gets_no_task() {
+    let db = TestDb::postgres().await;
+    // The store's connections, told apart from every other test's by their name.
+    let name = format!("pyti-filled-{}", std::process::id());
+    let url = format!("{}&application_name={name}", db.url);
+    let store = Store::open(&url, common::options(&Clock::System, 3))
+        .await
+        .expect("open store");
+    let store = std::sync::Arc::new(store);
+    let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids[0];
+    register(&store, "slave-a", &["debian-12"], 1).await;
+    let other = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let mut filling = other.begin().await.unwrap();
+    sqlx::query("UPDATE slaves SET held = 1 WHERE name = 'slave-a'")
+        .execute(&mut *filling)
+        .await
+        .unwrap();
+    let claim = {
+        let store = store.clone();
+        tokio::spawn(async move { store.try_claim("slave-a").await })
+    };
+    // The claim's read saw a free slot (the update is not committed); its lease waits for the
+    // slave's row.
+    let waiting = std::time::Instant::now();
+    loop {
+        let waiters: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                 AND query LIKE 'WITH claim AS%'",
+        )
+        .bind(&name)
+        .fetch_one(&other)
+        .await
+        .unwrap();
+        if waiters > 0 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(10),
+            "the claim never waited for the slave's row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    filling.commit().await.unwrap();
+    let claimed = claim.await.unwrap().unwrap();
+    assert!(
+        claimed.is_none(),
+        "a task beyond the slave's slots: {claimed:?}"
+    );
+    let (state, queued, held): (String, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT state FROM tasks WHERE id = $1), \
+             (SELECT queued FROM lanes WHERE submitter = 'alice'), \
+             (SELECT held FROM slaves WHERE name = 'slave-a')",
+    )
+    .bind(task_id)
+    .fetch_one(&other)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), queued, held), ("queued", 1, 1));
+    // The slot freed, the task is claimed.
+    sqlx::query("UPDATE slaves SET held = 0 WHERE name = 'slave-a'")
+        .execute(&other)
+        .await
+        .unwrap();
+    let claimed = store.try_claim("slave-a").await.unwrap();
+    assert_eq!(claimed.map(|t| t.task_id), Some(task_id));
+    other.close().await;
+    store.close().await;
+    db.cleanup().await;
+}
+
 /// PostgreSQL ends every connection of the store (a server restart or failover, an
 /// administrator's `pg_terminate_backend`): the store notices as it next uses each one and takes
 /// another, so no claim, report, submission or read fails, and nothing is lost or skipped.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 /// A picked task's job: its package spec and whether it has an upload ([`PickedRow`]'s
 /// columns), as subqueries beside the task's unqualified columns (SQLite's pick; PostgreSQL's
-/// joins `jobs` once per task instead).
+/// is part of [`transition::lease_claims`]).
 macro_rules! package_columns {
     () => {
         "(SELECT package_spec FROM jobs WHERE jobs.id = tasks.job_id) AS package_spec, \
@@ -126,18 +126,19 @@ pub(crate) async fn slave(p: Pools<'_>, name: &str) -> Result<Option<(String, i6
 }
 
 /// Rounds of picking per batch: a lane that turns out emptier than its count (rows locked by
-/// another master) is dropped and its claimers try the next lane.
+/// another batch or master) is dropped and its claimers try the next lane.
 const PICK_ROUNDS: usize = 3;
+
+/// A connection of the backend: a transaction's, or on PostgreSQL's claim path a pooled one
+/// whose every statement is its own transaction.
+type Conn = <Db as sqlx::Database>::Connection;
 
 /// Reads every lane with work for one of `recipes` (those of the claims still pending), and
 /// the newest `last_served` mark of all lanes (see [`Lanes`]): when the first lanes
 /// [`read_slaves_and_lanes`] read do not serve every claim's recipes. The other lanes cannot
 /// take any of these claims, and leaving them out keeps the order of those read, so a slave
 /// whose recipes have no work reads no lane rather than every lane of every other recipe.
-async fn read_all_lanes(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    recipes: &[&str],
-) -> Result<Lanes, MasterError> {
+async fn read_all_lanes(conn: &mut Conn, recipes: &[&str]) -> Result<Lanes, MasterError> {
     let sql = concat!(
         "SELECT recipe, priority, submitter, queued, last_served, \
          (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
@@ -147,7 +148,7 @@ async fn read_all_lanes(
     );
     let rows: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(sql)
         .bind(serde_json::json!(recipes).to_string())
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     Ok(Lanes::from_rows(rows, None))
 }
@@ -167,44 +168,33 @@ type SlaveOrLaneRow = (
 
 /// The first read of a claim batch, in one statement (one round trip, one hand-over to the
 /// connection's thread): how many leases each slave of `wants` holds, and the first
-/// `wants.len() + 1` lanes with work (see [`Lanes`]). On PostgreSQL the slaves' rows stay
-/// locked (in name order) until commit, so two masters cannot both fill a slave's last slot.
-/// The names travel as one JSON parameter: the statement's text is the same for every batch.
+/// `wants.len() + 1` lanes with work (see [`Lanes`]). Nothing is locked: on SQLite the batch's
+/// transaction holds the database, and on PostgreSQL [`transition::lease_claims`] locks the
+/// slaves and counts their leases again before it leases anything. The names travel as one
+/// JSON parameter: the statement's text is the same for every batch.
 async fn read_slaves_and_lanes(
-    tx: &mut sqlx::Transaction<'static, Db>,
+    conn: &mut Conn,
     wants: &[ClaimWant<'_>],
 ) -> Result<(Vec<(String, i64)>, Lanes), MasterError> {
     let limit = wants.len() + 1;
     let names: Vec<&str> = wants.iter().map(|w| w.slave).collect();
-    macro_rules! with_first_lanes {
-        ($lock:literal) => {
-            // `0 + $2`: see the pick's LIMIT (SQLite would prepare the statement again every
-            // time). The outer ORDER BY puts the lanes in line (a UNION keeps no order).
-            concat!(
-                "WITH held AS (SELECT name, held FROM slaves WHERE name IN (",
-                json_text_elements!("$1"),
-                ")",
-                $lock,
-                ") SELECT name, held, NULL AS recipe, 0 AS priority, NULL AS submitter, \
-                     0 AS queued, 0 AS last_served, 0 AS serial FROM held \
-                 UNION ALL \
-                 SELECT * FROM (SELECT NULL, 0, recipe, priority, submitter, queued, last_served, \
-                     (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
-                     WHERE queued > 0 ORDER BY priority DESC, last_served ASC, recipe, submitter \
-                     LIMIT 0 + $2) AS first_lanes \
-                 ORDER BY priority DESC, last_served ASC, recipe, submitter"
-            )
-        };
-    }
-    let sql = if POSTGRES {
-        with_first_lanes!(" ORDER BY name FOR UPDATE")
-    } else {
-        with_first_lanes!("")
-    };
+    // `0 + $2`: see the pick's LIMIT (SQLite would prepare the statement again every time). The
+    // outer ORDER BY puts the lanes in line (a UNION keeps no order).
+    let sql = concat!(
+        "SELECT name, held, NULL AS recipe, 0 AS priority, NULL AS submitter, \
+             0 AS queued, 0 AS last_served, 0 AS serial FROM slaves WHERE name IN (",
+        json_text_elements!("$1"),
+        ") UNION ALL \
+         SELECT * FROM (SELECT NULL, 0, recipe, priority, submitter, queued, last_served, \
+             (SELECT COALESCE(MAX(last_served), 0) FROM lanes) FROM lanes \
+             WHERE queued > 0 ORDER BY priority DESC, last_served ASC, recipe, submitter \
+             LIMIT 0 + $2) AS first_lanes \
+         ORDER BY priority DESC, last_served ASC, recipe, submitter"
+    );
     let rows: Vec<SlaveOrLaneRow> = sqlx::query_as(sql)
         .bind(serde_json::json!(names).to_string())
         .bind(limit as i64)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     let mut held = Vec::new();
     let mut lane_rows = Vec::new();
@@ -224,47 +214,66 @@ async fn read_slaves_and_lanes(
     Ok((held, Lanes::from_rows(lane_rows, Some(limit))))
 }
 
-/// Takes tasks for a batch of claims in one transaction. For each claim, in order: among lanes
-/// of the slave's recipes, highest priority first, then the lane served longest ago (fair
-/// share); within a lane, oldest task first. `None` for a claim when nothing is queued for its
-/// recipes or its slave already holds `slots` leases.
+/// The claims of `wants` (their indexes, in order) whose slave has a free slot by the `held`
+/// counts read: each claim takes one of its slave's slots in turn.
+fn with_free_slot(wants: &[ClaimWant<'_>], held: Vec<(String, i64)>) -> Vec<usize> {
+    let mut held: HashMap<String, i64> = held.into_iter().collect();
+    let mut pending = Vec::new();
+    for (i, w) in wants.iter().enumerate() {
+        let h = held.entry(w.slave.to_string()).or_insert(0);
+        if *h < w.slots {
+            *h += 1;
+            pending.push(i);
+        }
+    }
+    pending
+}
+
+/// Sends the `pending` claims to lanes ([`Lanes::assign`]), first reading every lane of their
+/// recipes when the lanes read so far cannot decide. Returns the claims by lane.
+async fn assign(
+    conn: &mut Conn,
+    lanes: &mut Lanes,
+    pending: &[usize],
+    wants: &[ClaimWant<'_>],
+) -> Result<HashMap<usize, Vec<usize>>, MasterError> {
+    loop {
+        if let Some(by_lane) = lanes.assign(pending, wants) {
+            return Ok(by_lane);
+        }
+        let mut recipes: Vec<&str> = pending
+            .iter()
+            .flat_map(|&w| wants[w].recipes.iter().map(String::as_str))
+            .collect();
+        recipes.sort_unstable();
+        recipes.dedup();
+        let all = read_all_lanes(conn, &recipes).await?;
+        lanes.add_unread(all);
+    }
+}
+
+/// Takes tasks for a batch of claims. For each claim, in order: among lanes of the slave's
+/// recipes, highest priority first, then the lane served longest ago (fair share); within a
+/// lane, oldest task first. `None` for a claim when nothing is queued for its recipes or its
+/// slave already holds `slots` leases.
 pub(crate) async fn claim_batch(
     p: Pools<'_>,
     wants: &[ClaimWant<'_>],
     lease_ms: i64,
     now: i64,
 ) -> Result<Vec<Option<Claimed>>, MasterError> {
+    if POSTGRES {
+        return claim_batch_in_calls(p, wants, lease_ms, now).await;
+    }
     write_tx!(p, |tx| {
-        // Each slave's leases (the count the transitions keep) and the lanes first in line (one
-        // more than there are claims; see `Lanes`), in one statement.
-        let (held_rows, mut lanes) = read_slaves_and_lanes(&mut tx, wants).await?;
-        let mut held: HashMap<String, i64> = held_rows.into_iter().collect();
-
-        let mut pending: Vec<usize> = Vec::new();
-        for (i, w) in wants.iter().enumerate() {
-            let h = held.entry(w.slave.to_string()).or_insert(0);
-            if *h < w.slots {
-                *h += 1;
-                pending.push(i);
-            }
-        }
+        let (held, mut lanes) = read_slaves_and_lanes(&mut tx, wants).await?;
+        let mut pending = with_free_slot(wants, held);
         let mut picked: Vec<Option<PickedRow>> = vec![None; wants.len()];
         for _ in 0..PICK_ROUNDS {
             if pending.is_empty() {
                 break;
             }
-            let by_lane = loop {
-                if let Some(by_lane) = lanes.assign(&pending, wants) {
-                    break by_lane;
-                }
-                let mut recipes: Vec<&str> = pending
-                    .iter()
-                    .flat_map(|&w| wants[w].recipes.iter().map(String::as_str))
-                    .collect();
-                recipes.sort_unstable();
-                recipes.dedup();
-                lanes.add_unread(read_all_lanes(&mut tx, &recipes).await?);
-            };
+            let by_lane = assign(&mut tx, &mut lanes, &pending, wants).await?;
             let lanes = &mut lanes.lanes;
             let mut retry = Vec::new();
             let mut lane_ids: Vec<usize> = by_lane.keys().copied().collect();
@@ -275,8 +284,7 @@ pub(crate) async fn claim_batch(
                     .iter()
                     .map(|&l| (&lanes[l], by_lane[&l].len() as i64))
                     .collect();
-                let rows = pick_oldest(&mut tx, &wanted).await?;
-                for row in rows {
+                for row in pick_oldest(&mut tx, &wanted).await? {
                     let task = &row.task;
                     rows_by_lane
                         .entry((task.recipe.clone(), task.priority, task.submitter.clone()))
@@ -299,6 +307,7 @@ pub(crate) async fn claim_batch(
                     picked[w] = Some(row);
                 }
             }
+            retry.sort_unstable();
             pending = retry;
         }
 
@@ -339,52 +348,134 @@ pub(crate) async fn claim_batch(
     })
 }
 
-/// The oldest `count` queued tasks of each `(lane, count)` after the lane's `after_id`, in one
-/// query.
+/// [`claim_batch`] on PostgreSQL, where every statement is a round trip to the server: the read
+/// of [`read_slaves_and_lanes`], then one statement per round ([`transition::lease_claims`]),
+/// each its own transaction. A batch whose claims all find a task takes two round trips instead
+/// of the five of a transaction (`BEGIN`, read, pick, lease, `COMMIT`), and one that finds no
+/// work one.
 ///
-/// On PostgreSQL each lane's tasks are locked as they are read, skipping rows another
-/// transaction has locked (another master's claim batch, or this master's other one) and
-/// rows that stopped being queued since the statement began: a lane comes back short only
-/// when it has no more unlocked queued tasks. The lanes travel as one JSON parameter, so the
-/// statement's text is the same for every batch and the server plans it once per connection.
-/// Each lane is a `LATERAL` index scan whatever the planner guesses for the JSON's length. The
-/// job's columns come from one join outside the locking subquery, so `FOR UPDATE` locks only
-/// the task, and each task costs one lookup of its job rather than the two of
-/// `package_columns!`.
+/// The read locks nothing: the lease locks the claims' slaves and checks their free slots again
+/// (a claim refused there gets `None`, as it would here), picks each lane's oldest queued tasks
+/// skipping those another batch holds, and leases them. A lane that comes back short (its tasks
+/// taken since the read) gets no more claims, and its claimers go to the next lane in the next
+/// round, as within a transaction.
+///
+/// Each round commits by itself, so an error after the first round cannot undo what earlier
+/// rounds leased: those claims are answered, and the failed round's claims get `None` (their
+/// slaves claim again). An error of the first round is returned; the batcher may try the batch
+/// again (a deadlock, a lost connection), which is safe even when a lost connection hid a
+/// committed call: those leases are never answered and expire, and their tasks are queued again.
+async fn claim_batch_in_calls(
+    p: Pools<'_>,
+    wants: &[ClaimWant<'_>],
+    lease_ms: i64,
+    now: i64,
+) -> Result<Vec<Option<Claimed>>, MasterError> {
+    let mut conn = p.write.acquire().await?;
+    let (held, mut lanes) = read_slaves_and_lanes(&mut conn, wants).await?;
+    let mut pending = with_free_slot(wants, held);
+    let mut claimed: Vec<Option<Claimed>> = wants.iter().map(|_| None).collect();
+    for round in 0..PICK_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        match lease_round(
+            &mut conn,
+            &mut lanes,
+            &pending,
+            wants,
+            &mut claimed,
+            lease_ms,
+            now,
+        )
+        .await
+        {
+            Ok(retry) => pending = retry,
+            Err(e) if round == 0 => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    claims = pending.len(),
+                    "a claim round failed after earlier rounds had leased; its claims get no task \
+                     and claim again"
+                );
+                break;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// One round of [`claim_batch_in_calls`]: sends the `pending` claims to lanes, leases their
+/// tasks in one statement, fills `claimed`, and returns the claims to send to another lane (those
+/// of lanes that came back short), in order.
+async fn lease_round(
+    conn: &mut Conn,
+    lanes: &mut Lanes,
+    pending: &[usize],
+    wants: &[ClaimWant<'_>],
+    claimed: &mut [Option<Claimed>],
+    lease_ms: i64,
+    now: i64,
+) -> Result<Vec<usize>, MasterError> {
+    let by_lane = assign(conn, lanes, pending, wants).await?;
+    if by_lane.is_empty() {
+        // No lane has work for these claims.
+        return Ok(Vec::new());
+    }
+    let mut sent = vec![false; wants.len()];
+    let mut claims = Vec::with_capacity(pending.len());
+    let mut marks = Vec::with_capacity(by_lane.len());
+    for (&l, claimers) in &by_lane {
+        let lane = &lanes.lanes[l];
+        marks.push(serde_json::json!({
+            "recipe": lane.recipe,
+            "priority": lane.priority,
+            "submitter": lane.submitter,
+            "last_served": lane.last_served,
+        }));
+        for &w in claimers {
+            sent[w] = true;
+            claims.push(serde_json::json!({
+                "claim": w,
+                "slave": wants[w].slave,
+                "slots": wants[w].slots,
+                "lease_id": wants[w].lease_id,
+                "recipe": lane.recipe,
+                "priority": lane.priority,
+                "submitter": lane.submitter,
+            }));
+        }
+    }
+    let mut answered = vec![false; wants.len()];
+    for (w, got) in transition::lease_claims(conn, &claims, &marks, now + lease_ms, now).await? {
+        if !sent.get(w).copied().unwrap_or(false) || answered[w] {
+            return Err(MasterError::Corrupt(format!(
+                "the lease answered claim {w}, which this round did not send or answered twice"
+            )));
+        }
+        answered[w] = true;
+        claimed[w] = got;
+    }
+    let mut retry = Vec::new();
+    for (&l, claimers) in &by_lane {
+        let short: Vec<usize> = claimers.iter().copied().filter(|&w| !answered[w]).collect();
+        if !short.is_empty() {
+            lanes.lanes[l].remaining = 0;
+            retry.extend(short);
+        }
+    }
+    retry.sort_unstable();
+    Ok(retry)
+}
+
+/// The oldest `count` queued tasks of each `(lane, count)` after the lane's `after_id`, in one
+/// query (SQLite's pick: there the batch's transaction holds the database; PostgreSQL's is part
+/// of [`transition::lease_claims`]).
 async fn pick_oldest(
-    tx: &mut sqlx::Transaction<'static, Db>,
+    conn: &mut Conn,
     wanted: &[(&Lane, i64)],
 ) -> Result<Vec<PickedRow>, MasterError> {
-    if POSTGRES {
-        let lanes: Vec<serde_json::Value> = wanted
-            .iter()
-            .map(|(lane, count)| {
-                serde_json::json!({
-                    "recipe": lane.recipe,
-                    "priority": lane.priority,
-                    "submitter": lane.submitter,
-                    "after_id": lane.after_id,
-                    "wanted": count,
-                })
-            })
-            .collect();
-        return Ok(sqlx::query_as(concat!(
-            "SELECT oldest.*, jobs.package_spec, jobs.upload IS NOT NULL AS has_upload \
-             FROM jsonb_to_recordset($1::jsonb) \
-                 AS lane (recipe TEXT, priority BIGINT, submitter TEXT, after_id BIGINT, wanted BIGINT) \
-             CROSS JOIN LATERAL (SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE state = 'queued' \
-                 AND recipe = lane.recipe AND priority = lane.priority \
-                 AND submitter = lane.submitter AND id > lane.after_id \
-                 ORDER BY id LIMIT lane.wanted FOR UPDATE SKIP LOCKED) AS oldest \
-             JOIN jobs ON jobs.id = oldest.job_id \
-             ORDER BY oldest.id"
-        ))
-        .bind(serde_json::Value::Array(lanes).to_string())
-        .fetch_all(&mut **tx)
-        .await?);
-    }
     let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
         "SELECT ",
         task_columns!(),
@@ -413,7 +504,7 @@ async fn pick_oldest(
             .push(format!(") AS lane{n}"));
     }
     q.push(") ORDER BY id");
-    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+    Ok(q.build_query_as().fetch_all(&mut *conn).await?)
 }
 
 /// Renews `slave`'s leases (only those of `held` when given); returns how many, and the tasks it

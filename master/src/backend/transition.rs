@@ -2,8 +2,8 @@
 //! then updates the task, its lane's queued count, its attempt record and its log, all inside the
 //! caller's transaction.
 
-use super::{Db, POSTGRES};
-use crate::backend::rows::TaskRow;
+use super::Db;
+use crate::backend::rows::{Claimed, PickedRow, TaskRow};
 use crate::error::MasterError;
 use crate::state::{self, Transition};
 use crate::store::Change;
@@ -246,9 +246,10 @@ pub(crate) struct LaneServed<'a> {
     pub last_served: i64,
 }
 
-/// [`Transition::Lease`] for many queued tasks at once (the claim batcher), in one call to the
-/// database whatever the batch size (one statement on PostgreSQL): the tasks' rows (state,
-/// lease, `updated_ms` the lease's time), their slaves' held counts and their lanes' counts.
+/// [`Transition::Lease`] for many queued tasks at once (SQLite's claim batch; PostgreSQL's
+/// leases with [`lease_claims`]), in one call to the database whatever the batch size: the
+/// tasks' rows (state, lease, `updated_ms` the lease's time), their slaves' held counts and
+/// their lanes' counts.
 /// Each lease's attempt row and log line are written by its first change ([`record_lease`]).
 pub(crate) async fn lease_batch(
     tx: &mut sqlx::Transaction<'static, Db>,
@@ -271,11 +272,7 @@ pub(crate) async fn lease_batch(
             state: to,
         });
     }
-    let updated = if POSTGRES {
-        lease_in_one_statement(tx, leases, lanes, expires_ms, now).await?
-    } else {
-        lease_in_one_call(tx, leases, lanes, expires_ms, now).await?
-    };
+    let updated = lease_in_one_call(tx, leases, lanes, expires_ms, now).await?;
     if updated != leases.len() as u64 {
         return Err(MasterError::Conflict(format!(
             "{} of {} tasks changed concurrently; retry",
@@ -286,89 +283,133 @@ pub(crate) async fn lease_batch(
     Ok(changes)
 }
 
-/// [`lease_batch`]'s writes as one statement (data-modifying CTEs): a claim batch waits on one
-/// round trip to the server instead of three. The rows travel as JSON so the statement's text is
-/// the same for every batch and stays prepared on the connection. Everything after the tasks'
-/// update works from what it returns, so a task that was not queued any more changes nothing
-/// and only shows in the count. Returns how many tasks were leased.
+/// [`Transition::Lease`] for one round of a claim batch on PostgreSQL, in one statement (a
+/// round trip, and its own transaction): it locks the claims' slaves and refuses the claims
+/// beyond their free slots, picks each lane's oldest queued tasks that no other transaction
+/// holds, leases them, and updates the slaves' held counts and the lanes' counts and
+/// `last_served` marks. `claims` are JSON objects `{claim, slave, slots, lease_id, recipe,
+/// priority, submitter}`, `marks` `{recipe, priority, submitter, last_served}`. Returns each
+/// answered claim: its task as leased, or `None` when its slave had no free slot. A claim not
+/// answered found its lane short. Like [`lease_batch`], it writes neither attempt row nor log
+/// line ([`record_lease`] does).
 ///
-/// The rows are found by `= ANY (ARRAY(...))` (primary-key lookups whatever the planner guesses
-/// for the JSON's length), and each task's state is compared with the one its pick read rather
-/// than with the constant `'queued'`: a planner without statistics (a new or freshly filled
-/// table) would meet the constant with a bitmap scan of every queued task (5 ms at 20,000).
-///
-/// The lanes' rows are locked in key order before they are updated: two claim batches in
-/// flight at once (on one master or two) serve the same lanes, and each holds its slaves' rows
-/// (locked in name order when the batch began) while it waits for the other's lanes. Locked in
-/// whatever order the join's plan gave, two such batches could deadlock.
-async fn lease_in_one_statement(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    leases: &[BatchLease<'_>],
-    lanes: &[LaneServed<'_>],
+/// Locks are taken in the order of every other transaction: slaves by name, then tasks
+/// (skipping those another transaction holds, never waiting), then lanes by key. Each step
+/// reads what the one before returned, which fixes the order in which the server runs them.
+/// Tasks are found by `= ANY (ARRAY(...))` (primary-key lookups whatever the planner guesses
+/// for the JSON's length), and each task's state is compared with the one its pick read: a
+/// planner without statistics (a new or freshly filled table) would meet the constant
+/// `'queued'` with a bitmap scan of every queued task (5 ms at 20,000).
+pub(crate) async fn lease_claims(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    claims: &[serde_json::Value],
+    marks: &[serde_json::Value],
     expires_ms: i64,
     now: i64,
-) -> Result<u64, MasterError> {
-    let picked: Vec<serde_json::Value> = leases
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "id": l.task.id,
-                "state": l.task.state,
-                "slave": l.slave,
-                "lease_id": l.lease_id,
-            })
-        })
-        .collect();
-    let served: Vec<serde_json::Value> = lanes
-        .iter()
-        .map(|lane| {
-            serde_json::json!({
-                "recipe": lane.recipe,
-                "priority": lane.priority,
-                "submitter": lane.submitter,
-                "taken": lane.taken,
-                "last_served": lane.last_served,
-            })
-        })
-        .collect();
-    let (leased, _) = state::to_db(TaskState::Leased);
-    let updated: i64 = sqlx::query_scalar(
-        "WITH picked AS ( \
-             SELECT * FROM jsonb_to_recordset($1::jsonb) \
-                 AS p (id BIGINT, state TEXT, slave TEXT, lease_id TEXT) \
+) -> Result<Vec<(usize, Option<Claimed>)>, MasterError> {
+    use sqlx::{FromRow, Row};
+
+    let to = state::next(TaskState::Queued, Transition::Lease)
+        .map_err(|e| MasterError::Conflict(format!("lease: {e}")))?;
+    let (leased, _) = state::to_db(to);
+    let rows = sqlx::query(
+        "WITH claim AS ( \
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS c ( \
+                 claim BIGINT, slave TEXT, slots BIGINT, lease_id TEXT, \
+                 recipe TEXT, priority BIGINT, submitter TEXT) \
+         ), locked_slaves AS ( \
+             SELECT name, held FROM slaves WHERE name IN (SELECT slave FROM claim) \
+             ORDER BY name FOR UPDATE \
+         ), fits AS ( \
+             SELECT claim.*, row_number() OVER (PARTITION BY claim.slave ORDER BY claim.claim) \
+                 <= claim.slots - COALESCE(locked_slaves.held, 0) AS fits \
+             FROM claim LEFT JOIN locked_slaves ON locked_slaves.name = claim.slave \
+         ), allowed AS ( \
+             SELECT fits.*, row_number() OVER ( \
+                 PARTITION BY fits.recipe, fits.priority, fits.submitter ORDER BY fits.claim \
+             ) AS nth \
+             FROM fits WHERE fits.fits \
+         ), wanted AS ( \
+             SELECT recipe, priority, submitter, COUNT(*) AS n FROM allowed \
+             GROUP BY recipe, priority, submitter \
+         ), picked AS ( \
+             SELECT oldest.*, row_number() OVER ( \
+                 PARTITION BY oldest.recipe, oldest.priority, oldest.submitter ORDER BY oldest.id \
+             ) AS nth \
+             FROM wanted CROSS JOIN LATERAL ( \
+                 SELECT id, state, recipe, priority, submitter FROM tasks \
+                 WHERE state = 'queued' AND recipe = wanted.recipe \
+                     AND priority = wanted.priority AND submitter = wanted.submitter \
+                 ORDER BY id LIMIT wanted.n FOR UPDATE SKIP LOCKED \
+             ) AS oldest \
+         ), matched AS ( \
+             SELECT allowed.claim, allowed.slave, allowed.lease_id, picked.id, picked.state \
+             FROM allowed JOIN picked ON picked.recipe = allowed.recipe \
+                 AND picked.priority = allowed.priority \
+                 AND picked.submitter = allowed.submitter AND picked.nth = allowed.nth \
          ), leased AS ( \
-             UPDATE tasks SET state = $3, lease_id = picked.lease_id, lease_slave = picked.slave, \
-                 lease_expires_ms = $4, updated_ms = $5 \
-             FROM picked WHERE tasks.id = ANY (ARRAY(SELECT id FROM picked)) \
-                 AND tasks.id = picked.id AND tasks.state = picked.state \
-             RETURNING tasks.lease_slave \
+             UPDATE tasks SET state = $3, lease_id = matched.lease_id, \
+                 lease_slave = matched.slave, lease_expires_ms = $4, updated_ms = $5 \
+             FROM matched \
+             WHERE tasks.id = ANY (ARRAY(SELECT id FROM matched)) \
+                 AND tasks.id = matched.id AND tasks.state = matched.state \
+             RETURNING matched.claim, tasks.* \
          ), holding AS ( \
-             UPDATE slaves SET held = slaves.held + per_slave.leases \
-             FROM (SELECT lease_slave, COUNT(*) AS leases FROM leased GROUP BY lease_slave) AS per_slave \
+             UPDATE slaves SET held = slaves.held + per_slave.n \
+             FROM (SELECT lease_slave, COUNT(*) AS n FROM leased GROUP BY lease_slave) AS per_slave \
              WHERE slaves.name = per_slave.lease_slave \
-         ), served_lanes AS ( \
-             SELECT lanes.recipe, lanes.priority, lanes.submitter, s.taken, s.last_served \
-             FROM lanes JOIN jsonb_to_recordset($2::jsonb) \
-                 AS s (recipe TEXT, priority BIGINT, submitter TEXT, taken BIGINT, last_served BIGINT) \
-                 ON lanes.recipe = s.recipe AND lanes.priority = s.priority \
-                 AND lanes.submitter = s.submitter \
-             ORDER BY lanes.recipe, lanes.priority, lanes.submitter FOR UPDATE OF lanes \
+         ), per_lane AS ( \
+             SELECT recipe, priority, submitter, COUNT(*) AS n FROM leased \
+             GROUP BY recipe, priority, submitter \
+         ), locked_lanes AS ( \
+             SELECT recipe, priority, submitter FROM lanes \
+             WHERE (recipe, priority, submitter) IN (SELECT recipe, priority, submitter FROM per_lane) \
+             ORDER BY recipe, priority, submitter FOR UPDATE \
          ), served AS ( \
-             UPDATE lanes SET queued = lanes.queued - s.taken, last_served = s.last_served \
-             FROM served_lanes AS s \
-             WHERE lanes.recipe = s.recipe AND lanes.priority = s.priority \
-                 AND lanes.submitter = s.submitter \
+             UPDATE lanes SET queued = lanes.queued - per_lane.n, last_served = mark.last_served \
+             FROM locked_lanes JOIN per_lane USING (recipe, priority, submitter) \
+                 JOIN jsonb_to_recordset($2::jsonb) \
+                     AS mark (recipe TEXT, priority BIGINT, submitter TEXT, last_served BIGINT) \
+                     USING (recipe, priority, submitter) \
+             WHERE lanes.recipe = locked_lanes.recipe AND lanes.priority = locked_lanes.priority \
+                 AND lanes.submitter = locked_lanes.submitter \
          ) \
-         SELECT COUNT(*) FROM leased",
+         SELECT leased.claim, FALSE AS slave_full, leased.id, leased.job_id, leased.recipe, \
+             leased.snapshot_id, leased.submitter, leased.priority, leased.state, leased.verdict, \
+             leased.attempt, leased.lease_id, leased.lease_slave, leased.lease_expires_ms, \
+             leased.cancel_requested, leased.created_ms, leased.updated_ms, jobs.package_spec, \
+             jobs.upload IS NOT NULL AS has_upload \
+         FROM leased JOIN jobs ON jobs.id = leased.job_id \
+         UNION ALL \
+         SELECT claim, TRUE, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM fits WHERE NOT fits",
     )
-    .bind(serde_json::Value::Array(picked).to_string())
-    .bind(serde_json::Value::Array(served).to_string())
+    .bind(serde_json::Value::from(claims).to_string())
+    .bind(serde_json::Value::from(marks).to_string())
     .bind(leased)
     .bind(expires_ms)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(updated as u64)
+    rows.iter()
+        .map(|row| {
+            let claim: i64 = row.try_get("claim")?;
+            let claim = usize::try_from(claim)
+                .map_err(|_| MasterError::Corrupt(format!("claim number {claim}")))?;
+            if row.try_get::<bool, _>("slave_full")? {
+                return Ok((claim, None));
+            }
+            let picked = PickedRow::from_row(row)?;
+            let change = Change {
+                job_id: picked.task.job_id,
+                task_id: picked.task.id,
+                attempt: picked.task.attempt as u32,
+                state: to,
+            };
+            Ok((claim, Some(Claimed { picked, change })))
+        })
+        .collect()
 }
 
 /// [`lease_batch`]'s writes for SQLite, which has no data-modifying CTEs: three statements,
