@@ -10,6 +10,7 @@ use pyti_wire::job::{
     ReportOutcome, ResultReport, SlaveRegistration, TaskState, Verdict, COMPARE_MAX_VERSIONS,
     TASK_LOG_PAGE_LINES,
 };
+use pyti_wire::limits::{MAX_RESULT_FILE_BYTES, MAX_STEP_OUTPUT_BYTES};
 use sha2::Digest;
 use std::collections::HashSet;
 
@@ -217,6 +218,60 @@ async fn a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry(db: &T
         Some("no such release: attrs==99.0.0"),
         "the reason is kept with the attempt"
     );
+    store.close().await;
+}
+
+/// Raw data larger as JSON than an agent's result file can hold did not come from the agent:
+/// every step's output within its bound, but control characters, which JSON writes in six
+/// bytes each. The attempt is an error that says so, and the data is not kept (a read of the
+/// task would be as large as the request limit); data just within the bound is kept whole.
+async fn raw_data_larger_than_a_result_file_is_an_error_and_not_kept(db: &TestDb) {
+    let clock = Clock::manual(START);
+    let store = db.store(&clock, 3).await;
+    submit(&store, "attrs==23.1.0", &["debian-12"], 5, "alice").await;
+    submit(&store, "attrs==23.2.0", &["debian-12"], 5, "alice").await;
+    register(&store, "s", &["debian-12"], 2).await;
+    let with_output = |task: &pyti_wire::job::ClaimedTask, bytes: usize| {
+        let mut result = passing(task.task_id, &task.recipe);
+        for step in &mut result.steps {
+            for out in [&mut step.stdout, &mut step.stderr] {
+                out.head = "\u{1}".repeat(bytes);
+                out.total_bytes = bytes as u64;
+            }
+        }
+        let json = serde_json::to_string(&result).unwrap().len() as u64;
+        (ReportOutcome::Raw { result }, json)
+    };
+    let max = MAX_STEP_OUTPUT_BYTES as usize;
+    let over = store.try_claim("s").await.unwrap().unwrap();
+    let (outcome, json) = with_output(&over, max);
+    assert!(json > MAX_RESULT_FILE_BYTES, "{json} bytes");
+    let r = store.report_result(&report(&over, outcome)).await.unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Error));
+    let task = store.get_task(over.task_id).await.unwrap();
+    let reason = task.attempts[0].reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("bytes as JSON, more than the 16 MiB"),
+        "{reason}"
+    );
+    assert!(task.attempts[0].raw_result.is_none(), "the data was kept");
+
+    let within = store.try_claim("s").await.unwrap().unwrap();
+    // Six streams of `n` control characters: 6n bytes each as JSON, plus the rest.
+    let n = (MAX_RESULT_FILE_BYTES as usize - 64 * 1024) / 36;
+    let (outcome, json) = with_output(&within, n);
+    assert!(json <= MAX_RESULT_FILE_BYTES, "{json} bytes");
+    let r = store
+        .report_result(&report(&within, outcome))
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Finished(Verdict::Pass));
+    let task = store.get_task(within.task_id).await.unwrap();
+    let kept = task.attempts[0]
+        .raw_result
+        .as_ref()
+        .expect("the data is kept");
+    assert_eq!(kept.steps[2].stderr.head.len(), n);
     store.close().await;
 }
 
@@ -1613,6 +1668,7 @@ on_both_databases!(
     a_task_goes_from_queued_to_finished_with_its_raw_data,
     a_failing_step_fails_the_task_and_is_not_retried,
     a_guest_timeout_or_a_package_error_ends_the_task_without_a_retry,
+    raw_data_larger_than_a_result_file_is_an_error_and_not_kept,
     an_expired_lease_requeues_the_task_with_the_next_attempt,
     a_slave_registering_again_gives_up_the_leases_of_its_earlier_run,
     a_restarted_master_gives_open_leases_a_full_period_before_expiring_them,

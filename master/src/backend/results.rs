@@ -11,7 +11,7 @@ use crate::verdict;
 use pyti_wire::job::{
     AttemptOutcome, ProgressReport, ReportOutcome, ReportReceipt, ResultReport, TaskState, Verdict,
 };
-use pyti_wire::limits::MAX_STEP_OUTPUT_BYTES;
+use pyti_wire::limits::{MAX_RESULT_FILE_BYTES, MAX_STEP_OUTPUT_BYTES};
 use pyti_wire::raw_data::RawDataError;
 use pyti_wire::recipe::Recipe;
 
@@ -179,11 +179,24 @@ pub(crate) async fn report(
                         (Some(Verdict::Error), format!("invalid raw data: {e}"), None)
                     }
                     Ok(()) => {
-                        let recipe = snapshot(&mut tx, task.snapshot_id).await?;
-                        let (v, reason) = verdict::judge(result, &recipe.steps);
                         let json = serde_json::to_string(result)
                             .map_err(|e| MasterError::field("outcome.result", e.to_string()))?;
-                        (Some(v), reason, Some(json))
+                        if json.len() as u64 > MAX_RESULT_FILE_BYTES {
+                            // More than the agent's result file holds, so not the agent's
+                            // (escaped control characters take six bytes each): kept, it would
+                            // make every read of the task as large as the request limit.
+                            let reason = format!(
+                                "invalid raw data: {} bytes as JSON, more than the {} MiB of \
+                                 an agent's result file",
+                                json.len(),
+                                MAX_RESULT_FILE_BYTES >> 20
+                            );
+                            (Some(Verdict::Error), reason, None)
+                        } else {
+                            let recipe = snapshot(&mut tx, task.snapshot_id).await?;
+                            let (v, reason) = verdict::judge(result, &recipe.steps);
+                            (Some(v), reason, Some(json))
+                        }
                     }
                 }
             }
