@@ -1437,6 +1437,17 @@ async fn on_postgres_a_claim_passes_over_the_tasks_another_batch_holds() {
     db.cleanup().await;
 }
 
+/// A store on PostgreSQL whose connections are told apart from every other test's by their
+/// `application_name` (returned): `prefix` and this process's id.
+async fn named_store(db: &TestDb, prefix: &str) -> (Store, String) {
+    let name = format!("{prefix}-{}", std::process::id());
+    let url = format!("{}&application_name={name}", db.url);
+    let store = Store::open(&url, common::options(&Clock::System, 3))
+        .await
+        .expect("open store");
+    (store, name)
+}
+
 /// Every queued task of the lane first in line is held by another transaction (another
 /// master's batch between its pick and its commit): the claim's lease comes back short, and the
 /// claim goes to the next lane in the batch's next round instead of coming back empty. The
@@ -1502,12 +1513,7 @@ async fn on_postgres_a_claim_goes_to_the_next_lane_when_its_lane_is_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_slave_filled_by_another_batch_gets_no_task() {
     let db = TestDb::postgres().await;
-    // The store's connections, told apart from every other test's by their name.
-    let name = format!("pyti-filled-{}", std::process::id());
-    let url = format!("{}&application_name={name}", db.url);
-    let store = Store::open(&url, common::options(&Clock::System, 3))
-        .await
-        .expect("open store");
+    let (store, name) = named_store(&db, "pyti-filled").await;
     let store = std::sync::Arc::new(store);
     let task_id = submit(&store, "six==1.16.0", &["debian-12"], 5, "alice")
         .await
@@ -1579,12 +1585,7 @@ async fn on_postgres_a_slave_filled_by_another_batch_gets_no_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_lost_connections_fail_no_call_and_lose_nothing() {
     let db = TestDb::postgres().await;
-    // This test's connections, told apart from every other test's by their name.
-    let name = format!("pyti-lost-{}", std::process::id());
-    let url = format!("{}&application_name={name}", db.url);
-    let store = Store::open(&url, common::options(&Clock::System, 3))
-        .await
-        .expect("open store");
+    let (store, name) = named_store(&db, "pyti-lost").await;
     // The second task is an upload: its claim reads the bytes on the read pool after commit.
     let content = b"an sdist's bytes".to_vec();
     let mut upload = job("ignored==1", &["debian-12"], 5);
