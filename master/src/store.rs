@@ -90,9 +90,9 @@ const CLAIM_QUEUE: usize = 4096;
 /// and reads while the first leases: the two meet only on the rows of the lanes they both
 /// serve and on a slave's row when one slave claims in both, each locked for the length of one
 /// statement. They skip each other's picked tasks (`SKIP LOCKED`) as two masters do. A third
-/// did worse on two cores, and so did one (closed loop, 100,000 tasks, alternated: three
-/// 11,030 and 10,970 claims/s, one 9,771 and 9,193, two 10,579 and 12,844). SQLite has one
-/// writer, so one batch.
+/// did worse on two cores, and so did one (closed loop, 100,000 tasks, batches of two round
+/// trips, alternated: three 11,030 and 10,970 claims/s, one 9,771 and 9,193, two 10,579 and
+/// 12,844). SQLite has one writer, so one batch.
 const POSTGRES_CLAIM_BATCHES: usize = 2;
 
 /// A task's change of state, as published to subscribers.
