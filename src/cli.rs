@@ -191,7 +191,7 @@ pub struct MasterArgs {
 pub struct MasterServeArgs {
     /// Address to serve the JSON-RPC API (HTTP + WebSocket), /health and /metrics on.
     /// Config file: `[master] listen`.
-    #[arg(long, env = "PYTI_LISTEN", default_value = "127.0.0.1:7420")]
+    #[arg(long, env = "PYTI_LISTEN", default_value = pyti_master::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Database: a SQLite file path / `sqlite://` URL (default: master.sqlite in the user's data
     /// directory), or a `postgres://` URL to share the queue between several masters.
@@ -298,7 +298,7 @@ pub struct CompareArgs {
 #[derive(Debug, Args, Clone)]
 pub struct MasterConnection {
     /// The master's URL (http://HOST:PORT). Config file: `master` in `[slave]` or `[client]`.
-    #[arg(long, env = "PYTI_MASTER", default_value = "http://127.0.0.1:7420")]
+    #[arg(long, env = "PYTI_MASTER", default_value = pyti_master::config::DEFAULT_MASTER_URL)]
     pub master: String,
     /// Bearer token (from `pyti master token add`). Config file: `token` in `[slave]` or
     /// `[client]` (keep that file `chmod 600`).

@@ -4,8 +4,12 @@ use crate::clock::Clock;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Default port of `pyti master serve`.
-pub const DEFAULT_PORT: u16 = 7380;
+/// Default port of `pyti master`.
+pub const DEFAULT_PORT: u16 = 7420;
+/// Default address of `pyti master` ([`DEFAULT_PORT`] on the loopback interface).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+/// Default master of the slave and the client: the address a default master listens on.
+pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7420";
 /// A lease lasts this long after the last heartbeat. Two minutes survive a slave's GC pause or a
 /// slow disk without letting a dead slave's task sit for long.
 pub const DEFAULT_LEASE_SECS: u64 = 120;
@@ -57,5 +61,18 @@ impl Default for MasterConfig {
             database_connections: DEFAULT_DATABASE_CONNECTIONS,
             clock: Clock::System,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_address_port_and_url_agree() {
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().unwrap();
+        assert_eq!(listen, MasterConfig::default().listen);
+        assert_eq!(listen.port(), DEFAULT_PORT);
+        assert_eq!(DEFAULT_MASTER_URL, format!("http://{listen}"));
     }
 }
