@@ -312,18 +312,18 @@ pub struct SlaveArgs {
     pub connection: MasterConnection,
     /// VM slots run concurrently (default: one per two host cores, at least one).
     /// Config file: `[slave] slots`.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, env = "PYTI_SLAVE_SLOTS", value_parser = at_least_one)]
     pub slots: Option<usize>,
     /// A name for this slave (default: the host name); VM domains are named pyti-NAME-SLOT.
     /// Config file: `[slave] name`.
-    #[arg(long)]
+    #[arg(long, env = "PYTI_SLAVE_NAME")]
     pub name: Option<String>,
     #[command(flatten)]
     pub recipes: RecipeDirArg,
     #[command(flatten)]
     pub libvirt: LibvirtArg,
     /// How slots restore a clean guest between tasks. Config file: `[slave] mode`.
-    #[arg(long, value_enum, default_value = "warm")]
+    #[arg(long, env = "PYTI_SLAVE_MODE", value_enum, default_value = "warm")]
     pub mode: SlotMode,
 }
 

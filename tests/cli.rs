@@ -276,6 +276,50 @@ fn config_precedence_is_flag_then_env_then_file_then_default() {
 }
 
 #[test]
+fn a_slave_s_slots_name_and_mode_come_from_the_environment_and_a_flag_wins() {
+    let env = [
+        ("PYTI_SLAVE_SLOTS", "4"),
+        ("PYTI_SLAVE_NAME", "builder-7"),
+        ("PYTI_SLAVE_MODE", "cold"),
+    ];
+    let out = pyti_with(&["config", "show", "slave"], &env);
+    assert!(out.status.success(), "{out:?}");
+    let table = stdout(&out);
+    for (key, value, variable) in [
+        ("slave.slots", "4", "PYTI_SLAVE_SLOTS"),
+        ("slave.name", "builder-7", "PYTI_SLAVE_NAME"),
+        ("slave.mode", "cold", "PYTI_SLAVE_MODE"),
+    ] {
+        assert_eq!(
+            config_row(&table, key),
+            (value.into(), format!("env {variable}")),
+            "{table}"
+        );
+    }
+    let table = stdout(&pyti_with(
+        &["config", "show", "slave", "--slots", "2", "--mode", "warm"],
+        &env,
+    ));
+    assert_eq!(
+        config_row(&table, "slave.slots"),
+        ("2".into(), "flag --slots".into())
+    );
+    assert_eq!(
+        config_row(&table, "slave.mode"),
+        ("warm".into(), "flag --mode".into())
+    );
+    // The variables are checked as the flags are.
+    for (variable, value, says) in [
+        ("PYTI_SLAVE_SLOTS", "0", "must be at least 1"),
+        ("PYTI_SLAVE_MODE", "hot", "possible values: warm, cold"),
+    ] {
+        let out = pyti_with(&["config", "show", "slave"], &[(variable, value)]);
+        assert_eq!(out.status.code(), Some(2), "{variable}={value}: {out:?}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+}
+
+#[test]
 fn the_config_file_is_found_in_xdg_config_home_and_drives_real_commands() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir(home.path().join("pyti")).unwrap();
