@@ -1506,6 +1506,115 @@ async fn on_postgres_a_claim_goes_to_the_next_lane_when_its_lane_is_held() {
     db.cleanup().await;
 }
 
+/// Waits until the lease statement of the store named `name` waits for a row lock, and returns
+/// its server process; fails after 10 s, saying it never waited for `what`.
+async fn waiting_lease(other: &sqlx::PgPool, name: &str, what: &str) -> i32 {
+    let waiting = std::time::Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                 AND query LIKE 'WITH claim AS%'",
+        )
+        .bind(name)
+        .fetch_optional(other)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(10),
+            "the claim never waited for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A claim batch's second round fails after its first committed (here its connection is ended
+/// while the second round's lease waits for a lane): the claim is answered with no task rather
+/// than an error or a second try of the whole batch, and nothing of the failed round is kept.
+/// The slave claims again and gets the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_failed_later_claim_round_answers_nothing_and_keeps_nothing() {
+    let db = TestDb::postgres().await;
+    let (store, name) = named_store(&db, "pyti-round").await;
+    let store = std::sync::Arc::new(store);
+    let alice = submit(&store, "a==1.0", &["debian-12"], 5, "alice")
+        .await
+        .task_ids;
+    let bob = submit(&store, "b==1.0", &["debian-12"], 5, "bob")
+        .await
+        .task_ids;
+    register(&store, "slave-a", &["debian-12"], 10).await;
+    let other = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    // Alice's lane is first in line (by name) and its task is held: the first round comes back
+    // short. Bob's lane row is held: the second round's lease waits for it.
+    let mut holding = other.begin().await.unwrap();
+    sqlx::query("SELECT id FROM tasks WHERE submitter = 'alice' FOR UPDATE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    sqlx::query("SELECT queued FROM lanes WHERE submitter = 'bob' FOR UPDATE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let claim = {
+        let store = store.clone();
+        tokio::spawn(async move { store.try_claim("slave-a").await })
+    };
+    let pid = waiting_lease(&other, &name, "bob's lane").await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert!(ended, "could not end the claim's connection");
+    // Tried again as a whole, the batch would wait for bob's lane until the test let go of it.
+    let claimed = tokio::time::timeout(std::time::Duration::from_secs(20), claim)
+        .await
+        .expect("the claim was not answered when its second round failed")
+        .unwrap();
+    assert!(
+        matches!(claimed, Ok(None)),
+        "a failed later round should answer no task and no error: {claimed:?}"
+    );
+    holding.rollback().await.unwrap();
+    let state = |id: i64| {
+        let other = other.clone();
+        async move {
+            let (state, slave): (String, Option<String>) =
+                sqlx::query_as("SELECT state, lease_slave FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&other)
+                    .await
+                    .unwrap();
+            (state, slave)
+        }
+    };
+    assert_eq!(state(bob[0]).await, ("queued".into(), None));
+    assert_eq!(state(alice[0]).await, ("queued".into(), None));
+    let (lanes, held): (Vec<i64>, i64) = sqlx::query_as(
+        "SELECT ARRAY(SELECT queued FROM lanes ORDER BY submitter), \
+             (SELECT held FROM slaves WHERE name = 'slave-a')",
+    )
+    .fetch_one(&other)
+    .await
+    .unwrap();
+    assert_eq!((lanes, held), (vec![1, 1], 0));
+    // The slave claims again: both tasks, once each.
+    let mut rest = Vec::new();
+    while let Some(task) = store.try_claim("slave-a").await.unwrap() {
+        rest.push(task.task_id);
+        assert!(rest.len() <= 2, "more tasks than were queued: {rest:?}");
+    }
+    rest.sort_unstable();
+    assert_eq!(rest, [alice[0], bob[0]]);
+    other.close().await;
+    store.close().await;
+    db.cleanup().await;
+}
+
 /// A claim batch reads its slaves' held counts without a lock, and its lease checks them again
 /// under the slaves' locks: here another transaction fills the slave's only slot between the
 /// two (as another master's batch for the same slave would). The claim gets nothing, and
@@ -1531,26 +1640,7 @@ async fn on_postgres_a_slave_filled_by_another_batch_gets_no_task() {
     };
     // The claim's read saw a free slot (the update is not committed); its lease waits for the
     // slave's row.
-    let waiting = std::time::Instant::now();
-    loop {
-        let waiters: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE application_name = $1 AND wait_event_type = 'Lock' \
-                 AND query LIKE 'WITH claim AS%'",
-        )
-        .bind(&name)
-        .fetch_one(&other)
-        .await
-        .unwrap();
-        if waiters > 0 {
-            break;
-        }
-        assert!(
-            waiting.elapsed() < std::time::Duration::from_secs(10),
-            "the claim never waited for the slave's row"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    waiting_lease(&other, &name, "the slave's row").await;
     filling.commit().await.unwrap();
     let claimed = claim.await.unwrap().unwrap();
     assert!(
