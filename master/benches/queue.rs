@@ -6,6 +6,11 @@
 //! paced phases where each claimer works between claims, from ~10,000 claims/s offered down to
 //! ~1,000 (latency at a load below saturation).
 //!
+//! On PostgreSQL it then measures a baseline in the same run: the database alone leasing the
+//! oldest task of each lane with one `UPDATE` per 14 lanes from two connections (no slots, no
+//! lane counts, no job read, no master, no claimers), and prints the closed loop as a ratio of
+//! it, beside the ratio the target needs (a closed loop's median is claimers / throughput).
+//!
 //! ```text
 //! cargo bench -p pyti-master --bench queue
 //! PYTI_BENCH_TASKS=100000 PYTI_BENCH_DB=sqlite cargo bench -p pyti-master --bench queue
@@ -108,7 +113,7 @@ async fn run(
     tasks: usize,
     claimers: usize,
     phase: Duration,
-) -> Vec<Row> {
+) -> (Vec<Row>, Option<Alone>) {
     let catalog = recipes();
     let options = StoreOptions {
         lease_secs: 3600,
@@ -186,6 +191,11 @@ async fn run(
         phases.push((format!("paced {ms} ms"), measured));
     }
     store.close().await;
+    let alone = if db == "postgres" {
+        Some(database_alone(url, phase).await)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for (mode, (n, per_sec, median_ms, p99_ms, max_ms)) in phases {
         rows.push(Row {
@@ -201,7 +211,7 @@ async fn run(
             max_ms,
         });
     }
-    rows
+    (rows, alone)
 }
 
 /// Claims tasks for `phase` with `claimers` concurrent slaves; with `work`, each slave "runs" its
@@ -273,6 +283,109 @@ async fn claim_phase(
     )
 }
 
+/// What PostgreSQL alone does with the least work a fair-share claim needs.
+struct Alone {
+    claims: usize,
+    claims_per_sec: f64,
+    /// Statements that leased fewer tasks than they had lanes (a lane ran dry).
+    short: usize,
+}
+
+/// Connections of the database-alone phase: as many as the master's claim batches in flight.
+const ALONE_CONNECTIONS: usize = 2;
+/// Claims per statement in the database-alone phase: about what a master's batch carries with
+/// 50 claimers and two batches in flight.
+const ALONE_BATCH: usize = 14;
+
+/// The PostgreSQL baseline: for `phase`, [`ALONE_CONNECTIONS`] connections (the options a claim
+/// connection has) each lease [`ALONE_BATCH`] tasks per statement, the oldest queued task of
+/// each of that many lanes, taken in turn, with one `UPDATE` and nothing else: no slave slots,
+/// no lane counts or marks, no job read, no master and no claimers. A master's claim does all of
+/// these as well, so its closed loop cannot pass this figure on the same machine.
+async fn database_alone(url: &str, phase: Duration) -> Alone {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("PostgreSQL URL");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(ALONE_CONNECTIONS as u32)
+        .connect_with(options.options([("jit", "off"), ("synchronous_commit", "off")]))
+        .await
+        .expect("PostgreSQL reachable");
+    // The claim phases left dead index entries at the head of every lane they served; the
+    // closed loop started without any, so this phase does too.
+    sqlx::query("VACUUM (ANALYZE) tasks")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
+    let lanes: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT recipe, priority, submitter FROM lanes WHERE queued > 0 \
+         ORDER BY queued DESC LIMIT 40",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("lanes");
+    assert!(
+        !lanes.is_empty(),
+        "no queued task left for the database-alone phase"
+    );
+    let lanes = Arc::new(lanes);
+    let started = Instant::now();
+    let deadline = started + phase;
+    let mut handles = Vec::new();
+    for c in 0..ALONE_CONNECTIONS {
+        let pool = pool.clone();
+        let lanes = lanes.clone();
+        handles.push(tokio::spawn(async move {
+            let (mut claims, mut short) = (0, 0);
+            let mut next = c * ALONE_BATCH;
+            while Instant::now() < deadline {
+                let window: Vec<&(String, i64, String)> = (0..ALONE_BATCH)
+                    .map(|k| &lanes[(next + k) % lanes.len()])
+                    .collect();
+                next += ALONE_BATCH * ALONE_CONNECTIONS;
+                let leased = sqlx::query(
+                    "UPDATE tasks SET state = 'leased', lease_id = 'bench', \
+                         lease_slave = 'bench-alone', lease_expires_ms = $4, updated_ms = $4 \
+                     WHERE id IN ( \
+                         SELECT oldest.id \
+                         FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+                             AS lane (recipe, priority, submitter) \
+                         CROSS JOIN LATERAL ( \
+                             SELECT id FROM tasks WHERE state = 'queued' \
+                                 AND recipe = lane.recipe AND priority = lane.priority \
+                                 AND submitter = lane.submitter \
+                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED \
+                         ) AS oldest \
+                     ) \
+                     RETURNING *",
+                )
+                .bind(window.iter().map(|l| l.0.as_str()).collect::<Vec<_>>())
+                .bind(window.iter().map(|l| l.1).collect::<Vec<_>>())
+                .bind(window.iter().map(|l| l.2.as_str()).collect::<Vec<_>>())
+                .bind(chrono::Utc::now().timestamp_millis())
+                .fetch_all(&pool)
+                .await
+                .expect("lease statement")
+                .len();
+                claims += leased;
+                short += usize::from(leased < ALONE_BATCH);
+            }
+            (claims, short)
+        }));
+    }
+    let (mut claims, mut short) = (0, 0);
+    for h in handles {
+        let (c, s) = h.await.expect("database-alone connection");
+        claims += c;
+        short += s;
+    }
+    let claims_per_sec = claims as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Alone {
+        claims,
+        claims_per_sec,
+        short,
+    }
+}
+
 async fn postgres_schema(base: &str) -> (String, String) {
     let schema = format!("pyti_bench_{}", std::process::id());
     let pool = sqlx::PgPool::connect(base)
@@ -319,21 +432,24 @@ fn main() {
         .expect("tokio runtime");
     let rss_before = rss_kib("VmRSS:");
     let mut rows = Vec::new();
+    let mut alone = None;
     runtime.block_on(async {
         if dbs.contains("sqlite") {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = dir.path().join("bench.sqlite").display().to_string();
             eprintln!("sqlite: queueing {tasks} tasks in {url}");
-            for row in run("sqlite", &url, tasks, claimers, phase).await {
+            for row in run("sqlite", &url, tasks, claimers, phase).await.0 {
                 rows.push((row, rss_kib("VmHWM:")));
             }
         }
         if dbs.contains("postgres") {
             let (url, schema) = postgres_schema(&pg_base).await;
             eprintln!("postgres: queueing {pg_tasks} tasks in schema {schema}");
-            for row in run("postgres", &url, pg_tasks, claimers, phase).await {
+            let (measured, baseline) = run("postgres", &url, pg_tasks, claimers, phase).await;
+            for row in measured {
                 rows.push((row, rss_kib("VmHWM:")));
             }
+            alone = baseline;
             drop_schema(&pg_base, &schema).await;
         }
     });
@@ -374,4 +490,29 @@ fn main() {
         "targets: claim median <= 2 ms, p99 <= 20 ms, RSS <= 300 MB (RSS at start {:.1} MB; peak is cumulative over the rows)",
         rss_before as f64 / 1024.0
     );
+    if let Some(alone) = alone {
+        // A closed loop's median is claimers / throughput: the target needs this many claims/s.
+        let needed = claimers as f64 / 0.002;
+        let closed = rows
+            .iter()
+            .find(|(r, _)| r.db == "postgres" && r.mode == "closed loop")
+            .map(|(r, _)| r.claims_per_sec)
+            .unwrap_or(f64::NAN);
+        println!();
+        println!(
+            "postgres alone (baseline): {} connections each leasing the oldest task of {} lanes per \
+             UPDATE, nothing else (no slots, lane counts, job read, master or claimers)",
+            ALONE_CONNECTIONS, ALONE_BATCH
+        );
+        println!(
+            "  {} claims, {:.0} claims/s ({} statements short of a lane); the closed loop above is \
+             {:.2}x this; a {claimers}-claimer closed loop needs {needed:.0} claims/s for a 2 ms \
+             median ({:.2}x this)",
+            alone.claims,
+            alone.claims_per_sec,
+            alone.short,
+            closed / alone.claims_per_sec,
+            needed / alone.claims_per_sec
+        );
+    }
 }
