@@ -1506,6 +1506,15 @@ async fn on_postgres_a_claim_goes_to_the_next_lane_when_its_lane_is_held() {
     db.cleanup().await;
 }
 
+/// Claims for `slave` on a task of its own: a claim the test holds up with its locks.
+fn claim_in_background(
+    store: &std::sync::Arc<Store>,
+    slave: &'static str,
+) -> tokio::task::JoinHandle<Result<Option<pyti_wire::job::ClaimedTask>, MasterError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.try_claim(slave).await })
+}
+
 /// Waits until the lease statement of the store named `name` waits for a row lock, and returns
 /// its server process; fails after 10 s, saying it never waited for `what`.
 async fn waiting_lease(other: &sqlx::PgPool, name: &str, what: &str) -> i32 {
@@ -1559,10 +1568,7 @@ async fn on_postgres_a_failed_later_claim_round_answers_nothing_and_keeps_nothin
         .execute(&mut *holding)
         .await
         .unwrap();
-    let claim = {
-        let store = store.clone();
-        tokio::spawn(async move { store.try_claim("slave-a").await })
-    };
+    let claim = claim_in_background(&store, "slave-a");
     let pid = waiting_lease(&other, &name, "bob's lane").await;
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
@@ -1634,10 +1640,7 @@ async fn on_postgres_a_slave_filled_by_another_batch_gets_no_task() {
         .execute(&mut *filling)
         .await
         .unwrap();
-    let claim = {
-        let store = store.clone();
-        tokio::spawn(async move { store.try_claim("slave-a").await })
-    };
+    let claim = claim_in_background(&store, "slave-a");
     // The claim's read saw a free slot (the update is not committed); its lease waits for the
     // slave's row.
     waiting_lease(&other, &name, "the slave's row").await;
