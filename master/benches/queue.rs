@@ -287,7 +287,8 @@ async fn claim_phase(
 struct Alone {
     claims: usize,
     claims_per_sec: f64,
-    /// Statements that leased fewer tasks than they had lanes (a lane ran dry).
+    /// Statements that leased fewer tasks than they had lanes (a lane ran dry, or the other
+    /// connection held its oldest task).
     short: usize,
 }
 

@@ -1540,10 +1540,11 @@ async fn waiting_lease(other: &sqlx::PgPool, name: &str, what: &str) -> i32 {
     }
 }
 
-/// A claim batch's second round fails after its first committed (here its connection is ended
-/// while the second round's lease waits for a lane): the claim is answered with no task rather
-/// than an error or a second try of the whole batch, and nothing of the failed round is kept.
-/// The slave claims again and gets the task.
+/// A claim batch's second round fails after its first committed (here the first leased nothing,
+/// its lane's task being held, and the connection is ended while the second round's lease waits
+/// for a lane): the claim is answered with no task rather than an error or a second try of the
+/// whole batch, and nothing of the failed round is kept. The slave claims again and gets both
+/// tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_failed_later_claim_round_answers_nothing_and_keeps_nothing() {
     let db = TestDb::postgres().await;
