@@ -1448,6 +1448,21 @@ async fn named_store(db: &TestDb, prefix: &str) -> (Store, String) {
     (store, name)
 }
 
+/// Claims for `slave` until nothing is left, failing past `queued` tasks; returns the task ids
+/// claimed, sorted.
+async fn claim_all(store: &Store, slave: &str, queued: usize) -> Vec<i64> {
+    let mut claimed = Vec::new();
+    while let Some(task) = store.try_claim(slave).await.unwrap() {
+        claimed.push(task.task_id);
+        assert!(
+            claimed.len() <= queued,
+            "more tasks than were queued: {claimed:?}"
+        );
+    }
+    claimed.sort_unstable();
+    claimed
+}
+
 /// Every queued task of the lane first in line is held by another transaction (another
 /// master's batch between its pick and its commit): the claim's lease comes back short, and the
 /// claim goes to the next lane in the batch's next round instead of coming back empty. The
@@ -1493,13 +1508,10 @@ async fn on_postgres_a_claim_goes_to_the_next_lane_when_its_lane_is_held() {
     holding.rollback().await.unwrap();
     assert_eq!(lanes().await, [("alice".into(), 2), ("bob".into(), 1)]);
 
-    let mut rest = Vec::new();
-    while let Some(task) = store.try_claim("slave-a").await.unwrap() {
-        rest.push(task.task_id);
-        assert!(rest.len() <= 3, "more tasks than were queued: {rest:?}");
-    }
-    rest.sort_unstable();
-    assert_eq!(rest, [alice[0], alice[1], bob[1]]);
+    assert_eq!(
+        claim_all(&store, "slave-a", 3).await,
+        [alice[0], alice[1], bob[1]]
+    );
     assert_eq!(lanes().await, [("alice".into(), 0), ("bob".into(), 0)]);
     other.close().await;
     store.close().await;
@@ -1610,13 +1622,7 @@ async fn on_postgres_a_failed_later_claim_round_answers_nothing_and_keeps_nothin
     .unwrap();
     assert_eq!((lanes, held), (vec![1, 1], 0));
     // The slave claims again: both tasks, once each.
-    let mut rest = Vec::new();
-    while let Some(task) = store.try_claim("slave-a").await.unwrap() {
-        rest.push(task.task_id);
-        assert!(rest.len() <= 2, "more tasks than were queued: {rest:?}");
-    }
-    rest.sort_unstable();
-    assert_eq!(rest, [alice[0], bob[0]]);
+    assert_eq!(claim_all(&store, "slave-a", 2).await, [alice[0], bob[0]]);
     other.close().await;
     store.close().await;
     db.cleanup().await;

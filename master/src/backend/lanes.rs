@@ -25,7 +25,8 @@ pub(crate) struct Lane {
     pub served: bool,
     pub taken: i64,
     /// Highest task id this batch took from the lane: a later round must not pick it again
-    /// (our own row locks do not hide rows from us).
+    /// (SQLite's batch is one transaction, whose own picks are still queued to it; PostgreSQL's
+    /// rounds commit their leases, so they do not use it).
     pub after_id: i64,
 }
 
